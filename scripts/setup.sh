@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Takes a fresh machine (Python >= 3.10, pip, no GPU needed) to a working .venv in the checkout:
+# pinned CPU torch, transformers (lane below), llava-torch without its obsolete pins, this project
+# editable with its train+test extras. Idempotent: a second run with the same lane does nothing.
+#   LANE=5  (default) transformers 5.23.0, current peft/accelerate
+#   LANE=4  transformers 4.37.2 (LLaVA's own pin), peft 0.13.2, accelerate 0.34.2
+# The CUDA-only extra (mamba-ssm, causal-conv1d, flash-attn) is never installed here; see README.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LANE="${LANE:-5}"
+VENV="${VENV:-.venv}"
+PY="${PYTHON:-python3}"
+case "$LANE" in
+  5) TF="transformers==5.23.0"; EXTRA=("peft==0.21.2" "accelerate==1.15.0") ;;
+  4) TF="transformers==4.37.2"; EXTRA=("peft==0.13.2" "accelerate==0.34.2" "tokenizers==0.15.2") ;;
+  *) echo "setup.sh: LANE must be 4 or 5, got '$LANE'" >&2; exit 2 ;;
+esac
+stamp="$VENV/.llava_hybrid-lane-$LANE-$(sha1sum pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+if [ -f "$stamp" ]; then exit 0; fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-warn-script-location)
+"${pip[@]}" --upgrade pip "setuptools>=68,<80" wheel
+# CPU torch first, pinned; every later install is constrained to it so nothing pulls a CUDA build.
+"${pip[@]}" torch==2.13.0
+cons="$VENV/constraints.txt"
+printf 'torch==2.13.0\n%s\n' "$TF" > "$cons"
+"${pip[@]}" -c "$cons" "$TF" "${EXTRA[@]}" "deepspeed==0.19.8"
+"${pip[@]}" --no-deps llava-torch==1.2.2.post1
+"${pip[@]}" -c "$cons" -e ".[train,test]"
+rm -f "$VENV"/.llava_hybrid-lane-*
+touch "$stamp"
+echo "setup.sh: $VENV ready (lane $LANE: $TF, torch 2.13.0 CPU)"
