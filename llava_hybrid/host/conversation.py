@@ -1,0 +1,74 @@
+"""TinyLLaVA's `phi` chat template as a LLaVA `Conversation`, and a template/tokenizer check.
+
+Prompt layout (SeparatorStyle.TWO, sep " ", sep2 "<|endoftext|>"):
+
+    {system} USER: <image>\n{q1} ASSISTANT: {a1}<|endoftext|>USER: {q2} ASSISTANT: {a2}<|endoftext|>
+
+`<|endoftext|>` is Phi-2's eos (and pad, and unk): one token that ends every answer, so the model
+learns to stop and `generate` stops on eos. LLaVA ships no such template: `--version phi` would
+otherwise fall into its legacy '###' path.
+"""
+from __future__ import annotations
+
+from llava import conversation as conversation_lib
+from llava.conversation import Conversation, SeparatorStyle
+
+PHI_EOS = "<|endoftext|>"
+
+conv_phi = Conversation(
+    system="A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+    roles=("USER", "ASSISTANT"),
+    version="phi",
+    messages=(),
+    offset=0,
+    sep_style=SeparatorStyle.TWO,
+    sep=" ",
+    sep2=PHI_EOS,
+)
+
+
+def register() -> None:
+    """Add `conv_templates["phi"]` to LLaVA's template table (idempotent)."""
+    conversation_lib.conv_templates.setdefault("phi", conv_phi)
+
+
+def stop_string(conv: Conversation) -> str:
+    """The string that ends an assistant turn (what LLaVA's eval scripts stop on)."""
+    return conv.sep2 if conv.sep_style == SeparatorStyle.TWO else conv.sep
+
+
+def _tokenizer_name(tokenizer) -> str:
+    return getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+
+
+def check_conv_mode(conv_mode: str, tokenizer) -> Conversation:
+    """Check that template `conv_mode` fits `tokenizer`; return the template.
+
+    Raises ValueError (naming `--conv-mode`/`--version` and the tokenizer) when the template is
+    unknown, when its stop string is not exactly one token of the tokenizer (the model could never
+    emit it as one step, and stopping criteria would see it split), or when the template is phi's
+    and the tokenizer's eos is not `<|endoftext|>` (the answers would end in a token generate does
+    not stop on).
+    """
+    register()
+    templates = conversation_lib.conv_templates
+    if conv_mode not in templates:
+        raise ValueError(
+            f"--conv-mode/--version {conv_mode!r} is not a known conversation template; "
+            f"choose one of {sorted(templates)}")
+    conv = templates[conv_mode]
+    name = _tokenizer_name(tokenizer)
+    stop = stop_string(conv)
+    if stop:
+        ids = tokenizer(stop, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(
+                f"--conv-mode/--version {conv_mode!r}: its stop string {stop!r} is {len(ids)} tokens "
+                f"{ids} of tokenizer {name!r}, not one; use a template written for this tokenizer")
+    if conv.version == "phi" and tokenizer.eos_token != PHI_EOS:
+        raise ValueError(
+            f"--conv-mode/--version {conv_mode!r} ends answers with {PHI_EOS!r}, but tokenizer "
+            f"{name!r} has eos {tokenizer.eos_token!r}; use a Phi-2 (GPT-2 BPE) tokenizer or "
+            f"another template")
+    return conv

@@ -1,0 +1,205 @@
+"""Phi preprocessing for LLaVA's data module, and a collator that is safe when pad == eos.
+
+Why LLaVA's own path breaks for Phi-2 (pad = eos = unk = `<|endoftext|>`, no BOS):
+- `preprocess_v1` skips one BOS position per sample and reads `tokenizer.legacy`; `phi` is not a
+  v1 version anyway, so LLaVA would use its legacy '###' path.
+- `DataCollatorForSupervisedDataset` sets `attention_mask = input_ids != pad_token_id`, and
+  `prepare_inputs_labels_for_multimodal` deletes every masked position, so each `<|endoftext|>`
+  that ends an answer disappears from inputs and labels: the model never learns to stop.
+
+`preprocess_phi` renders the conversation with the `phi` template, tokenizes it whole (as
+LLaVA does, image tokens by `tokenizer_image_token`), and derives the labels by tokenizing the
+prompt in pieces (prompt | answer | `<|endoftext|>` | prompt | ...); the pieces must re-assemble
+into exactly the whole tokenization, else the sample is reported (never silently masked).
+`DataCollatorForPhi` builds the attention mask from the true lengths.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from llava import conversation as conversation_lib
+from llava.constants import IGNORE_INDEX
+from llava.conversation import Conversation, SeparatorStyle
+from llava.mm_utils import tokenizer_image_token
+
+from .._patching import original_of, replace_attr
+from .conversation import conv_phi
+
+logger = logging.getLogger(__name__)
+
+MISMATCH_POLICIES = ("warn", "raise")
+
+
+def _render_pieces(conv: Conversation, messages: List[Tuple[str, str]]) -> List[Tuple[str, bool]]:
+    """Split the TWO-style prompt of `messages` into (text, is_target) pieces.
+
+    Adjacent non-target text is merged, so the only cuts are "...ASSISTANT:" | " answer" and
+    " answer" | sep2 | "USER: ...": cuts before a space-led word and around a special token,
+    where a BPE tokenization is additive. Concatenated, the texts are `conv.get_prompt()`.
+    """
+    assert conv.sep_style == SeparatorStyle.TWO
+    pieces: List[Tuple[str, bool]] = []
+    masked = conv.system + conv.sep
+    for i, (role, message) in enumerate(messages):
+        if not message:  # get_prompt() renders an empty turn as "ROLE:" with no separator
+            masked += role + ":"
+        elif i % 2 == 0:  # user turn
+            masked += role + ": " + message + conv.sep
+        else:  # assistant turn: the answer and its stop token are the targets
+            pieces.append((masked + role + ":", False))
+            pieces.append((" " + message, True))
+            pieces.append((conv.sep2, True))
+            masked = ""
+    if masked:
+        pieces.append((masked, False))
+    return pieces
+
+
+def _messages(source: Sequence[Dict], conv: Conversation, index: int) -> List[Tuple[str, str]]:
+    """LLaVA's {"from", "value"} turns -> [(role, text)], dropping a leading non-human turn."""
+    roles = {"human": conv.roles[0], "gpt": conv.roles[1]}
+    if source and roles.get(source[0]["from"]) != conv.roles[0]:
+        source = source[1:]
+    messages = []
+    for j, sentence in enumerate(source):
+        role = roles.get(sentence["from"])
+        if role != conv.roles[j % 2]:
+            raise ValueError(
+                f"sample {index}: turn {j} is from {sentence['from']!r}; conversations must "
+                f"alternate 'human' and 'gpt' starting with 'human'")
+        messages.append((role, sentence["value"]))
+    return messages
+
+
+def _tokenize(text: str, tokenizer, has_image: bool) -> List[int]:
+    if has_image:
+        return tokenizer_image_token(text, tokenizer)
+    return tokenizer(text).input_ids
+
+
+def preprocess_phi(sources: Sequence[Sequence[Dict]], tokenizer, has_image: bool = False,
+                   on_mismatch: str = "warn") -> Dict[str, List[torch.Tensor]]:
+    """Tokenize LLaVA-format conversations with the `phi` template.
+
+    Returns {"input_ids": [(L,) long], "labels": [(L,) long]}, one pair per source (index [0] works
+    like LLaVA's batched tensors). No BOS; every answer is followed by `<|endoftext|>`, kept in
+    input_ids and labels; only answers and their `<|endoftext|>` are unmasked. If the piecewise
+    tokenization does not re-assemble into the whole one, `on_mismatch="raise"` raises ValueError
+    and "warn" logs the sample and masks all its labels.
+    """
+    if on_mismatch not in MISMATCH_POLICIES:
+        raise ValueError(f"on_mismatch={on_mismatch!r}; choose one of {MISMATCH_POLICIES}")
+    probe = tokenizer("a").input_ids
+    if tokenizer.bos_token_id is not None and len(probe) > 1 and probe[0] == tokenizer.bos_token_id:
+        raise ValueError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} prepends a BOS token; the phi "
+            f"template (--version phi) expects a Phi-2 tokenizer that adds none")
+    conv = conversation_lib.default_conversation
+    if conv.version != "phi":
+        conv = conv_phi
+    all_ids, all_labels = [], []
+    for index, source in enumerate(sources):
+        messages = _messages(source, conv, index)
+        pieces = _render_pieces(conv, messages)
+        prompt = "".join(text for text, _ in pieces)
+        # 1. the whole prompt, tokenized as LLaVA tokenizes it
+        input_ids = _tokenize(prompt, tokenizer, has_image)  # (L,)
+        # 2. the same prompt piece by piece; targets keep their ids, the rest is IGNORE_INDEX
+        piece_ids, labels = [], []
+        for text, is_target in pieces:
+            ids = _tokenize(text, tokenizer, has_image)
+            piece_ids += ids
+            labels += ids if is_target else [IGNORE_INDEX] * len(ids)
+        # 3. verify: the pieces must be exactly the whole (LLaVA only compares lengths)
+        if piece_ids != input_ids:
+            labels = _report_mismatch(prompt, input_ids, piece_ids, tokenizer, on_mismatch)
+        max_len = tokenizer.model_max_length
+        all_ids.append(torch.tensor(input_ids[:max_len], dtype=torch.long))
+        all_labels.append(torch.tensor(labels[:max_len], dtype=torch.long))
+    return dict(input_ids=all_ids, labels=all_labels)
+
+
+def _report_mismatch(prompt, whole, pieces, tokenizer, on_mismatch) -> List[int]:
+    at = next((k for k, (a, b) in enumerate(zip(whole, pieces)) if a != b), min(len(whole), len(pieces)))
+    ctx = lambda ids: tokenizer.decode([t for t in ids[max(0, at - 3):at + 3] if t >= 0])  # noqa: E731
+    msg = (f"phi tokenization mismatch: whole prompt {len(whole)} tokens, pieces {len(pieces)} "
+           f"tokens, first difference at token {at} (whole {ctx(whole)!r} vs pieces "
+           f"{ctx(pieces)!r}); sample: {prompt[:300]!r}")
+    if on_mismatch == "raise":
+        raise ValueError(msg)
+    logger.warning("%s -- all labels of this sample are masked", msg)
+    return [IGNORE_INDEX] * len(whole)
+
+
+@dataclass
+class DataCollatorForPhi:
+    """Right-pad a batch; attention_mask from the true lengths, never from `ids != pad_token_id`.
+
+    With pad == eos (Phi-2), `<|endoftext|>` inside a sample stays attended, and so stays in the
+    inputs and labels after `prepare_inputs_labels_for_multimodal` drops unattended positions.
+    Same keys as LLaVA's collator: input_ids (B, L), labels (B, L), attention_mask (B, L) bool,
+    images (B, 3, H, W) when every image has one shape, else a list.
+    """
+
+    tokenizer: object
+
+    def __call__(self, instances: Sequence[Dict]) -> Dict[str, torch.Tensor]:
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            raise ValueError(f"tokenizer {getattr(self.tokenizer, 'name_or_path', '')!r} has no "
+                             f"pad token; set tokenizer.pad_token (Phi-2: <|endoftext|>)")
+        max_len = self.tokenizer.model_max_length
+        input_ids = [inst["input_ids"][:max_len] for inst in instances]
+        labels = [inst["labels"][:max_len] for inst in instances]
+        lengths = torch.tensor([len(ids) for ids in input_ids])  # (B,)
+        width = int(lengths.max())
+        batch_ids = torch.full((len(instances), width), pad_id, dtype=torch.long)  # (B, L)
+        batch_labels = torch.full((len(instances), width), IGNORE_INDEX, dtype=torch.long)  # (B, L)
+        for b, (ids, lab) in enumerate(zip(input_ids, labels)):
+            batch_ids[b, :len(ids)] = ids
+            batch_labels[b, :len(lab)] = lab
+        attention_mask = torch.arange(width)[None, :] < lengths[:, None]  # (B, L) bool
+        batch = dict(input_ids=batch_ids, labels=batch_labels, attention_mask=attention_mask)
+        if "image" in instances[0]:
+            images = [inst["image"] for inst in instances]
+            if all(x is not None and x.shape == images[0].shape for x in images):
+                batch["images"] = torch.stack(images)  # (B, 3, H, W)
+            else:
+                batch["images"] = images
+        return batch
+
+
+def llava_train_module():
+    """`llava.train.train`, importable on transformers >= 4.53 (ALL_LAYERNORM_LAYERS alias).
+
+    The activation room's patches own this fix; the alias here only covers callers that import
+    this module before `llava_hybrid.activate()` exists or has run.
+    """
+    import transformers.trainer
+    if not hasattr(transformers.trainer, "ALL_LAYERNORM_LAYERS"):
+        from transformers.pytorch_utils import ALL_LAYERNORM_LAYERS
+        transformers.trainer.ALL_LAYERNORM_LAYERS = ALL_LAYERNORM_LAYERS
+    import llava.train.train as train_mod
+    return train_mod
+
+
+def preprocess(sources, tokenizer, has_image: bool = False):
+    """Stand-in for `llava.train.train.preprocess`: phi template -> `preprocess_phi`, else LLaVA's."""
+    if conversation_lib.default_conversation.version == "phi":
+        return preprocess_phi(sources, tokenizer, has_image=has_image)
+    return original_of(preprocess)(sources, tokenizer, has_image=has_image)
+
+
+def register() -> None:
+    """Route LLaVA's data module through phi preprocessing and the pad==eos-safe collator (idempotent).
+
+    Narrowest points: `make_supervised_data_module` builds `DataCollatorForSupervisedDataset(
+    tokenizer=...)` and `LazySupervisedDataset.__getitem__` calls `preprocess(...)`, both looked
+    up in `llava.train.train`'s globals at call time.
+    """
+    train_mod = llava_train_module()
+    replace_attr(train_mod, "preprocess", preprocess)
+    replace_attr(train_mod, "DataCollatorForSupervisedDataset", DataCollatorForPhi)
