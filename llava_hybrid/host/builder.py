@@ -1,0 +1,149 @@
+"""`load_pretrained_model` that dispatches on config.json `model_type` instead of the directory name.
+
+LLaVA's loader picks a class from substrings of the model name ('llava', 'mpt', 'mistral'), always
+resizes the embeddings to len(tokenizer) (which would shrink Phi-2's 51200-row embedding to 50295)
+and adds `<im_patch>` unless told otherwise. Here a checkpoint whose `model_type` is registered in
+`MODEL_CLASSES` is loaded by its class; everything else goes to LLaVA's original loader unchanged.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+# config.json model_type -> model class with `from_pretrained` and LLaVA's meta interface
+MODEL_CLASSES: Dict[str, type] = {}
+
+
+def register_model_class(model_type: str, cls: type) -> None:
+    """Route checkpoints of `model_type` to `cls` (idempotent; a different class for a taken key is refused)."""
+    taken = MODEL_CLASSES.get(model_type)
+    if taken is not None and taken is not cls:
+        raise ValueError(f"model_type {model_type!r} is already registered to {taken.__qualname__}; "
+                         f"refusing {cls.__qualname__}")
+    MODEL_CLASSES[model_type] = cls
+
+
+# config.json model_type -> fn(model_path, **loader kwargs) -> (tokenizer, model, image_processor, context_len),
+# for checkpoints that need more than `cls.from_pretrained` (checked before MODEL_CLASSES)
+MODEL_LOADERS: Dict[str, Callable] = {}
+
+
+def register_loader(model_type: str, fn: Callable) -> None:
+    """Route checkpoints of `model_type` to a custom loader function (a different fn for a taken key is refused)."""
+    taken = MODEL_LOADERS.get(model_type)
+    if taken is not None and taken is not fn:
+        raise ValueError(f"model_type {model_type!r} already has loader {taken!r}; refusing {fn!r}")
+    MODEL_LOADERS[model_type] = fn
+
+
+def read_model_type(model_path: str, flag: str = "--model-path") -> str:
+    """`model_type` from `<model_path>/config.json`; FileNotFoundError naming the path and the flag."""
+    if not os.path.isdir(model_path):
+        raise FileNotFoundError(f"{flag} {model_path!r}: no such directory (models are loaded from local "
+                                "directories only; no model hub is reachable here)")
+    config_file = os.path.join(model_path, "config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{flag} {model_path!r}: no config.json in that directory ({config_file})")
+    with open(config_file) as f:
+        return json.load(f).get("model_type", "")
+
+
+def _target_device(device: str, device_map) -> torch.device:
+    # "cuda" (LLaVA's default) falls back to CPU on a machine without CUDA
+    if isinstance(device_map, dict) and "" in device_map:
+        device = device_map[""]
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def load_registered_model(model_path: str, cls: type, device: str = "cuda", device_map="auto",
+                          load_8bit: bool = False, load_4bit: bool = False, use_flash_attn: bool = False,
+                          torch_dtype: Optional[torch.dtype] = None, **kwargs) -> Tuple:
+    """Load a checkpoint of a registered class: (tokenizer, model, image_processor, context_len).
+
+    dtype: fp16 on CUDA (as LLaVA), float32 on CPU, unless `torch_dtype` is given. The embedding is
+    never resized; `<im_patch>` / `<im_start>` `<im_end>` are added only when the config asks.
+    """
+    from transformers import AutoTokenizer
+    from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+
+    if load_8bit or load_4bit:
+        raise ValueError(f"--load-8bit/--load-4bit are not supported for {cls.__name__} checkpoints ({model_path})")
+    target = _target_device(device, device_map)
+    dtype = torch_dtype or (torch.float16 if target.type == "cuda" else torch.float32)
+    if use_flash_attn:
+        kwargs["attn_implementation"] = "flash_attention_2"
+    kwargs.pop("low_cpu_mem_usage", None)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = cls.from_pretrained(model_path, dtype=dtype, **kwargs)
+    model.to(target).eval()
+
+    if getattr(model.config, "mm_use_im_patch_token", False):
+        tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)
+    if getattr(model.config, "mm_use_im_start_end", False):
+        tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:  # only grow, never shrink (Phi-2: 51200 rows for 50295 tokens)
+        model.resize_token_embeddings(len(tokenizer))
+
+    image_processor = None
+    vision_tower = model.get_vision_tower() if hasattr(model, "get_vision_tower") else None
+    if vision_tower is not None:
+        if not vision_tower.is_loaded:
+            vision_tower.load_model()
+        vision_tower.to(device=target, dtype=dtype)
+        image_processor = vision_tower.image_processor
+    return tokenizer, model, image_processor, context_length(model.config)
+
+
+def context_length(config) -> int:
+    """max_sequence_length, else tokenizer_model_max_length, else max_position_embeddings, else 2048."""
+    for field in ("max_sequence_length", "tokenizer_model_max_length", "max_position_embeddings"):
+        value = getattr(config, field, None)
+        if value:
+            return int(value)
+    return 2048
+
+
+def load_pretrained_model(model_path, model_base, model_name, load_8bit=False, load_4bit=False,
+                          device_map="auto", device="cuda", use_flash_attn=False, **kwargs):
+    """LLaVA's `load_pretrained_model` signature and return; dispatch on config.json `model_type`.
+
+    Registered model types load through `load_registered_model`; anything else (and any call with a
+    `model_base`, i.e. LoRA / projector-only checkpoints) is delegated to LLaVA's original loader.
+    """
+    model_type = read_model_type(str(model_path))
+    loader = MODEL_LOADERS.get(model_type)
+    if loader is not None and model_base is None:
+        return loader(str(model_path), device=device, device_map=device_map, load_8bit=load_8bit,
+                      load_4bit=load_4bit, use_flash_attn=use_flash_attn, **kwargs)
+    cls = MODEL_CLASSES.get(model_type)
+    if cls is not None and model_base is None:
+        return load_registered_model(str(model_path), cls, device=device, device_map=device_map,
+                                     load_8bit=load_8bit, load_4bit=load_4bit, use_flash_attn=use_flash_attn,
+                                     **kwargs)
+    original = _original_loader()
+    return original(model_path, model_base, model_name, load_8bit=load_8bit, load_4bit=load_4bit,
+                    device_map=device_map, device=device, use_flash_attn=use_flash_attn, **kwargs)
+
+
+def _original_loader() -> Callable:
+    from llava_hybrid._patching import original_of
+    original = original_of(load_pretrained_model)
+    if original is None:  # not patched yet: the module attribute is still LLaVA's
+        import llava.model.builder as llava_builder
+        original = llava_builder.load_pretrained_model
+    assert original is not load_pretrained_model
+    return original
+
+
+def register() -> None:
+    """Patch llava.model.builder.load_pretrained_model (idempotent)."""
+    import llava.model.builder as llava_builder
+    from llava_hybrid._patching import replace_attr
+    replace_attr(llava_builder, "load_pretrained_model", load_pretrained_model)
