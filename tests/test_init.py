@@ -1,0 +1,182 @@
+"""Attention -> Mamba-2 initialisation (MaTVLM Eq. 6) and `build_student`.
+
+The paper's claim: with x <- W_V, B <- W_K, C <- W_Q and out_proj <- W_O, a Mamba-2 layer whose decay,
+step, conv, gate, skip and norm are neutralised computes exactly causal linear attention built from the
+teacher's own projections. Scale convention: the copy is verbatim, so the reference below has NO
+1/sqrt(head_dim) factor and no softmax and no rotary:  y_n = sum_{t<=n} (Q_n . K_t) V_t  per head.
+"""
+import math
+
+import pytest
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM, PhiConfig, PhiForCausalLM
+from transformers.models.llama.modeling_llama import LlamaAttention
+from transformers.models.phi.modeling_phi import PhiAttention
+
+from llava_hybrid.hybrid.init import build_student, in_proj_rows, init_mamba_from_attention
+from llava_hybrid.mamba2.mixer import Mamba2Mixer
+
+HIDDEN, HEADS, HEAD_DIM = 32, 4, 8
+
+
+class PassThrough(nn.Module):
+    """Stands in for the gated RMSNorm: returns y, ignoring the gate z (neutralises gate and norm)."""
+
+    def forward(self, y, *args, **kwargs):
+        return y
+
+
+def phi_config(**kw):
+    base = dict(vocab_size=96, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=4,
+                num_attention_heads=HEADS, partial_rotary_factor=0.5, max_position_embeddings=64)
+    base.update(kw)
+    return PhiConfig(**base)
+
+
+def llama_config(**kw):
+    base = dict(vocab_size=96, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=4,
+                num_attention_heads=HEADS, num_key_value_heads=2, max_position_embeddings=64)
+    base.update(kw)
+    return LlamaConfig(**base)
+
+
+def mixer_for(attn_config, bias=False):
+    return Mamba2Mixer(HIDDEN, HEADS, HEAD_DIM, n_kv_heads=attn_config.num_key_value_heads, bias=bias,
+                       chunk_size=4, backend="torch")
+
+
+@torch.no_grad()
+def neutralise(mixer, d_xb):
+    """A -> 0, dt -> 1, conv -> identity (no SiLU), D -> 0, gate/norm -> pass-through."""
+    rows = in_proj_rows(HEADS * HEAD_DIM, d_xb, HEADS)
+    mixer.A_log.fill_(-1e4)  # A = -exp(A_log) = -0: no decay
+    mixer.in_proj.weight[rows["dt"]].zero_()
+    if mixer.in_proj.bias is not None:
+        mixer.in_proj.bias[rows["dt"]].zero_()
+    mixer.dt_bias.fill_(math.log(math.e - 1))  # softplus(0 + dt_bias) = 1
+    mixer.conv1d.weight.zero_()
+    mixer.conv1d.weight[:, 0, -1] = 1.0  # causal conv: the last tap is the current token
+    if mixer.conv1d.bias is not None:
+        mixer.conv1d.bias.zero_()
+    mixer.D.zero_()
+    mixer.act = nn.Identity()
+    mixer.norm = PassThrough()
+
+
+@torch.no_grad()
+def causal_linear_attention(attn, hidden):
+    """Reference from the teacher's own q/k/v/out projections: y_n = sum_{t<=n} (Q_n.K_t) V_t, no scale."""
+    b, length, _ = hidden.shape
+    q = attn.q_proj(hidden).view(b, length, HEADS, HEAD_DIM)  # (B, L, H, d)
+    k = attn.k_proj(hidden).view(b, length, -1, HEAD_DIM)  # (B, L, Hkv, d)
+    v = attn.v_proj(hidden).view(b, length, -1, HEAD_DIM)  # (B, L, Hkv, d)
+    group = HEADS // k.shape[2]
+    k = k.repeat_interleave(group, dim=2)  # (B, L, H, d): head h reads kv head h // group
+    v = v.repeat_interleave(group, dim=2)  # (B, L, H, d)
+    scores = torch.einsum("bnhd,bthd->bhnt", q, k)  # (B, H, L, L)
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    scores = scores.masked_fill(~causal, 0.0)
+    y = torch.einsum("bhnt,bthd->bnhd", scores, v).reshape(b, length, HEADS * HEAD_DIM)  # (B, L, H*d)
+    out = attn.dense if hasattr(attn, "dense") else attn.o_proj
+    return out(y)  # (B, L, D)
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def _attention(kind, seed):
+    torch.manual_seed(seed)
+    if kind == "phi":
+        config = phi_config()
+        return config, PhiAttention(config, layer_idx=0)
+    config = llama_config()
+    return config, LlamaAttention(config, layer_idx=0)
+
+
+@pytest.mark.parametrize("kind", ["phi", "llama_gqa"])
+def test_neutralised_mixer_is_causal_linear_attention(kind):
+    config, attn = _attention(kind, seed=0)
+    if kind == "phi":
+        with torch.no_grad():
+            for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.dense):
+                proj.bias.zero_()  # carry_bias off: the map copies weights only
+    mixer = init_mamba_from_attention(mixer_for(config), attn, carry_bias=False, seed=0)
+    neutralise(mixer, attn.v_proj.out_features)
+    hidden = torch.randn(2, 11, HIDDEN, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = mixer(hidden)
+    assert got.shape == hidden.shape
+    assert rel_err(got, causal_linear_attention(attn, hidden)) <= 1e-5
+
+
+def test_carry_bias_reproduces_biased_phi_attention():
+    config, attn = _attention("phi", seed=2)
+    with torch.no_grad():
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.dense):
+            proj.bias.normal_(0, 0.5)  # non-zero biases must be carried
+    mixer = init_mamba_from_attention(mixer_for(config, bias=True), attn, carry_bias=True, seed=0)
+    neutralise(mixer, attn.v_proj.out_features)
+    hidden = torch.randn(1, 9, HIDDEN, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert rel_err(mixer(hidden), causal_linear_attention(attn, hidden)) <= 1e-5
+
+
+def test_bad_mixers_raise():
+    config, attn = _attention("phi", seed=0)
+    with pytest.raises(ValueError, match="bias=True"):
+        init_mamba_from_attention(mixer_for(config, bias=False), attn, carry_bias=True)
+    wrong = Mamba2Mixer(HIDDEN, HEADS, HEAD_DIM, d_state=HEAD_DIM * 2, backend="torch")
+    with pytest.raises(ValueError, match="rows"):
+        init_mamba_from_attention(wrong, attn)
+
+
+def _teachers():
+    torch.manual_seed(0)
+    return {"phi": PhiForCausalLM(phi_config()).eval(), "llama": LlamaForCausalLM(llama_config()).eval()}
+
+
+@pytest.mark.parametrize("kind", ["phi", "llama"])
+def test_student_keeps_teacher_weights_and_copies_qkv(kind):
+    teacher = _teachers()[kind]
+    student = build_student(teacher, [0, 2], seed=0)
+    assert student.config.mamba_layers == [0, 2]
+    t_sd, s_sd = teacher.state_dict(), student.state_dict()
+    kept = [k for k in t_sd if not k.startswith(("model.layers.0.self_attn.", "model.layers.2.self_attn."))]
+    for key in kept:
+        assert torch.equal(s_sd[key], t_sd[key]), key
+    for i in (0, 2):
+        assert not any(k.startswith(f"model.layers.{i}.self_attn.") for k in s_sd)
+        attn, mixer = teacher.model.layers[i].self_attn, student.model.layers[i].mamba
+        rows = in_proj_rows(attn.q_proj.out_features, attn.v_proj.out_features, HEADS)
+        w = mixer.in_proj.weight
+        assert torch.equal(w[rows["x"]], attn.v_proj.weight)
+        assert torch.equal(w[rows["B"]], attn.k_proj.weight)
+        assert torch.equal(w[rows["C"]], attn.q_proj.weight)
+        out = attn.dense if kind == "phi" else attn.o_proj
+        assert torch.equal(mixer.out_proj.weight, out.weight)
+
+
+def test_random_init_ablation_and_seed_determinism():
+    teacher = _teachers()["phi"]
+    random_student = build_student(teacher, [1], init_from_attention=False, seed=0)
+    attn, mixer = teacher.model.layers[1].self_attn, random_student.model.layers[1].mamba
+    rows = in_proj_rows(HIDDEN, HIDDEN, HEADS)
+    assert not torch.allclose(mixer.in_proj.weight[rows["x"]], attn.v_proj.weight)
+    assert not torch.allclose(mixer.in_proj.weight[rows["B"]], attn.k_proj.weight)
+    assert not torch.allclose(mixer.in_proj.weight[rows["C"]], attn.q_proj.weight)
+
+    a, b = build_student(teacher, [1, 3], seed=5), build_student(teacher, [1, 3], seed=5)
+    c = build_student(teacher, [1, 3], seed=6)
+    sd_a, sd_b, sd_c = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    assert not torch.equal(sd_a["model.layers.1.mamba.dt_bias"], sd_c["model.layers.1.mamba.dt_bias"])
+    # the two Mamba layers do not share their random draws
+    assert not torch.equal(sd_a["model.layers.1.mamba.dt_bias"], sd_a["model.layers.3.mamba.dt_bias"])
+
+
+def test_build_student_rejects_bad_layers():
+    teacher = _teachers()["phi"]
+    with pytest.raises(ValueError, match="mamba_layers"):
+        build_student(teacher, [4])
