@@ -1,0 +1,61 @@
+"""`activate()`: make the installed `llava` see this plugin (patches, registrations, re-bound names)."""
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from typing import Dict, List, Optional
+
+_log = logging.getLogger("llava_hybrid")
+_LOCK = threading.RLock()
+_SUMMARY: Optional[Dict[str, object]] = None
+
+# The rooms whose register() activate() calls, in order (host first: hybrid adds builder entries to
+# the host's registry).
+REGISTRANTS = ("llava_hybrid.host", "llava_hybrid.hybrid")
+
+
+def activate() -> Dict[str, object]:
+    """Apply every needed upstream patch, register the host and hybrid models, re-bind imported names.
+
+    Idempotent: the second call returns the first call's summary without doing anything. Returns
+    {"patches": [needed patch names], "registered": [rooms registered], "skipped": [rooms without
+    register()], "rebound": number of names re-pointed in already-imported llava modules}. A room's
+    register() that exists and fails raises (the plugin must not half-load).
+    """
+    global _SUMMARY
+    with _LOCK:
+        if _SUMMARY is not None:
+            return _SUMMARY
+        from llava_hybrid import _patching, patches
+
+        summary: Dict[str, object] = {"patches": patches.apply_all()}
+        registered: List[str] = []
+        skipped: List[str] = []
+        for room in REGISTRANTS:
+            register = _find_register(room)
+            if register is None:
+                skipped.append(room)
+                continue
+            register()
+            registered.append(room)
+        summary["registered"] = registered
+        summary["skipped"] = skipped
+        summary["rebound"] = _patching.rebind_imported()
+        _SUMMARY = summary
+        _log.debug("llava_hybrid activated: %s", summary)
+        return summary
+
+
+def is_active() -> bool:
+    """Whether activate() has completed in this process."""
+    return _SUMMARY is not None
+
+
+def _find_register(room: str):
+    """`room.register` or None when the room does not define one (yet); import errors propagate."""
+    module = importlib.import_module(room)
+    register = getattr(module, "register", None)
+    if register is None:
+        _log.debug("llava_hybrid: %s has no register(); skipped", room)
+    return register

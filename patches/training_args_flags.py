@@ -1,0 +1,63 @@
+"""(h) Renamed/removed TrainingArguments flags that LLaVA's (and MaTVLM's) launch scripts still pass."""
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import List, Optional, Sequence
+
+from llava_hybrid import _patching
+from llava_hybrid.patches import transformers_version
+
+NAME = "training_args_flags"
+REASON = ("--evaluation_strategy was renamed --eval_strategy (4.51+) and --warmup_ratio was removed "
+          "(5.x: --warmup_steps < 1 is a ratio); rewrite the old flags before parsing")
+UPSTREAM = "transformers.HfArgumentParser.parse_args_into_dataclasses (used by llava.train.train.train)"
+VERSIONS = "transformers >= 4.51 (eval_strategy), >= 5.0 (warmup_ratio)"
+TARGET = "transformers.hf_argparser"
+
+_log = logging.getLogger("llava_hybrid.patches")
+# old flag -> new flag; applied only when the parser lacks the old one and has the new one.
+RENAMES = {"--evaluation_strategy": "--eval_strategy", "--warmup_ratio": "--warmup_steps"}
+
+
+def needed() -> bool:
+    """True from transformers 4.51."""
+    return transformers_version() >= (4, 51, 0)
+
+
+def rewrite_flags(parser, args: Sequence[str]) -> List[str]:
+    """Return `args` with each old flag the parser rejects replaced by its successor."""
+    known = set(parser._option_string_actions)
+    renames = {o: n for o, n in RENAMES.items() if o not in known and n in known}
+    out: List[str] = []
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in renames:
+            new = renames[flag]
+            if any(a == new or a.startswith(new + "=") for a in args):
+                raise ValueError(f"{flag} and {new} both given; {flag} is the old name of {new}: keep one")
+            if flag == "--warmup_ratio" and eq and not float(value) < 1:
+                raise ValueError(f"--warmup_ratio {value}: a ratio must be < 1")
+            _log.warning("llava_hybrid: %s is %s in this transformers; rewritten", flag, new)
+            arg = new + eq + value
+        out.append(arg)
+    return out
+
+
+def apply() -> bool:
+    """Wrap HfArgumentParser.parse_args_into_dataclasses to rewrite old flags; True if it changed."""
+    argparser = importlib.import_module("transformers.hf_argparser")
+    cls = argparser.HfArgumentParser
+    if _patching.is_replaced(cls, "parse_args_into_dataclasses"):
+        return False
+    original = cls.__dict__["parse_args_into_dataclasses"]
+
+    def parse_args_into_dataclasses(self, args: Optional[Sequence[str]] = None, *rest, **kwargs):
+        """transformers' parser, after renaming flags this version no longer knows."""
+        import sys
+
+        argv = list(sys.argv[1:] if args is None else args)
+        return original(self, rewrite_flags(self, argv), *rest, **kwargs)
+
+    _patching.replace_attr(cls, "parse_args_into_dataclasses", parse_args_into_dataclasses)
+    return True
