@@ -1,0 +1,218 @@
+"""Flags of `scripts/distill_hybrid.py`: LLaVA's three dataclasses plus the hybrid / distillation flags.
+
+Paper defaults (MaTVLM section 4.1): alpha = beta = 1, gamma = 0, T = 1, AdamW betas (0.9, 0.95),
+weight decay 0.01 (not on dt_bias / A_log / D / norms / biases), lr 2e-4, WSD with 10 % warmup and
+10 % decay; only the Mamba-2 layers and the connector train.
+
+Every user error is found by `validate()` before any model is loaded, as a ValueError naming the
+flag or file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import transformers
+import transformers.pytorch_utils
+import transformers.trainer
+
+from llava_hybrid.distill.losses import LAYER_NORMS, TOKEN_COVERAGES
+from llava_hybrid.distill.schedule import DECAY_SHAPES
+
+# transformers >= 4.53 moved ALL_LAYERNORM_LAYERS; llava.train.* imports it from transformers.trainer.
+# (The activation room's patch does the same; this line only lets the dataclasses import before it.)
+if not hasattr(transformers.trainer, "ALL_LAYERNORM_LAYERS"):
+    transformers.trainer.ALL_LAYERNORM_LAYERS = transformers.pytorch_utils.ALL_LAYERNORM_LAYERS
+
+from llava.train import train as llava_train  # noqa: E402
+
+# --trainable parts -> substrings of parameter names (HF names, see docs/design.md)
+TRAINABLE_PARTS = {
+    "mamba": (".mamba.",),
+    "mm_projector": ("mm_projector.",),
+    "mlp": (".mlp.",),
+    "attention": (".self_attn.",),
+    "norms": ("layernorm", ".norm.", "model.norm"),
+    "embed_tokens": ("embed_tokens.",),
+    "lm_head": ("lm_head.",),
+}
+
+
+@dataclass
+class ModelArguments(llava_train.ModelArguments):
+    """LLaVA's model flags plus the hybrid layer plan and the teacher."""
+
+    version: Optional[str] = field(default="phi", metadata={"help": "conversation template (phi for Phi-2 VLMs)"})
+    teacher_model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "teacher VLM (default: --model_name_or_path)"})
+    mm_hybrid_ratio: Optional[float] = field(
+        default=None, metadata={"help": "fraction of decoder layers made Mamba-2, e.g. 0.25"})
+    mm_hybrid_positions: str = field(default="even", metadata={"help": "even | begin | middle | end"})
+    mm_hybrid_layers: Optional[str] = field(
+        default=None, metadata={"help": "explicit Mamba layer indices '0,6,12,18' (wins over the ratio)"})
+    init_from_attention: bool = field(
+        default=True, metadata={"help": "Eq. 6: x<-W_V, B<-W_K, C<-W_Q (False: Mamba2 default init)"})
+    mamba_carry_bias: bool = field(default=False, metadata={"help": "copy q/k/v/dense biases into Mamba"})
+    mamba_chunk_size: Optional[int] = field(default=None, metadata={"help": "SSD chunk size (default: config's)"})
+    trainable: str = field(
+        default="mamba,mm_projector",
+        metadata={"help": f"comma list of trained parts of the student: {', '.join(TRAINABLE_PARTS)}"})
+
+
+@dataclass
+class DataArguments(llava_train.DataArguments):
+    """LLaVA's data flags (LLaVA JSON conversations + --image_folder)."""
+
+
+@dataclass
+class TrainingArguments(llava_train.TrainingArguments):
+    """LLaVA's training flags with the paper's optimiser defaults and the distillation flags."""
+
+    learning_rate: float = field(default=2e-4)
+    weight_decay: float = field(default=0.01)
+    adam_beta1: float = field(default=0.9)
+    adam_beta2: float = field(default=0.95)
+    distill_alpha: float = field(default=1.0, metadata={"help": "weight of L_layer (Eq. 9)"})
+    distill_beta: float = field(default=1.0, metadata={"help": "weight of L_prob (Eq. 7)"})
+    distill_gamma: float = field(default=0.0, metadata={"help": "weight of L_ce (Eq. 10)"})
+    distill_temperature: float = field(default=1.0, metadata={"help": "T of Eq. 7-8"})
+    distill_layer_norm: str = field(default="l2", metadata={"help": f"L_layer distance: {' | '.join(LAYER_NORMS)}"})
+    distill_tokens: str = field(default="all", metadata={"help": f"covered tokens: {' | '.join(TOKEN_COVERAGES)}"})
+    wsd_warmup_fraction: float = field(default=0.1, metadata={"help": "WSD warmup share of the steps"})
+    wsd_decay_fraction: float = field(default=0.1, metadata={"help": "WSD decay share of the steps"})
+    wsd_decay_shape: str = field(default="linear", metadata={"help": f"WSD decay: {' | '.join(DECAY_SHAPES)}"})
+
+
+@dataclass
+class DistillPlan:
+    """What validation resolved: real paths and the Mamba layer indices."""
+
+    model_path: str
+    teacher_path: str
+    num_layers: int
+    mamba_layers: List[int]
+    trainable: List[str]
+
+
+def parse_args(argv: Optional[List[str]] = None) -> Tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """Parse the command line (argv None -> sys.argv[1:]) into the three dataclasses."""
+    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def resolve_model_path(path: str, flag: str) -> str:
+    """A local directory, or the `tinyllava` alias through the host room's resolver (ValueError naming flag)."""
+    from llava_hybrid.host.checkpoints import resolve_model_path as resolve
+
+    if not path:
+        raise ValueError(f"{flag} is required")
+    return resolve(path, flag=flag)
+
+
+def _read_config(path: str, flag: str) -> dict:
+    cfg = os.path.join(path, "config.json")
+    if not os.path.isdir(path):
+        raise ValueError(f"{flag} {path!r}: no such directory")
+    if not os.path.isfile(cfg):
+        raise ValueError(f"{flag} {path!r}: no config.json in it")
+    with open(cfg) as f:
+        return json.load(f)
+
+
+def _check_data(data_args: DataArguments) -> None:
+    """--data_path: a JSON list of {conversations: [...], image?}; every image exists in --image_folder."""
+    path = data_args.data_path
+    if not path or not os.path.isfile(path):
+        raise ValueError(f"--data_path {path!r}: no such file")
+    try:
+        with open(path) as f:
+            records = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--data_path {path!r}: not valid JSON ({err})") from None
+    if not isinstance(records, list) or not records:
+        raise ValueError(f"--data_path {path!r}: expected a non-empty JSON list of samples")
+    for k, rec in enumerate(records):
+        convs = rec.get("conversations") if isinstance(rec, dict) else None
+        if not isinstance(convs, list) or not convs or not all(
+                isinstance(c, dict) and "from" in c and "value" in c for c in convs):
+            raise ValueError(f"--data_path {path!r}: sample {k} has no 'conversations' list of "
+                             "{'from', 'value'} turns")
+        if "image" in rec:
+            if not data_args.image_folder:
+                raise ValueError(f"--image_folder is required: sample {k} of {path!r} has an image")
+            img = os.path.join(data_args.image_folder, rec["image"])
+            if not os.path.isfile(img):
+                raise ValueError(f"--image_folder {data_args.image_folder!r}: image {rec['image']!r} of "
+                                 f"sample {k} not found ({img})")
+
+
+def _check_tokenizers(model_path: str, teacher_path: str) -> None:
+    """Student (from --model_name_or_path) and teacher must share one vocabulary and special ids."""
+    tok_s = transformers.AutoTokenizer.from_pretrained(model_path)
+    tok_t = transformers.AutoTokenizer.from_pretrained(teacher_path)
+    same = tok_s.get_vocab() == tok_t.get_vocab() and all(
+        getattr(tok_s, a) == getattr(tok_t, a) for a in ("eos_token_id", "bos_token_id", "pad_token_id"))
+    if not same:
+        raise ValueError(f"--teacher_model_name_or_path {teacher_path!r} has a different tokenizer from "
+                         f"--model_name_or_path {model_path!r} (vocabulary or special tokens differ): the "
+                         "distillation losses compare logits token by token")
+
+
+def validate(model_args: ModelArguments, data_args: DataArguments,
+             training_args: TrainingArguments) -> DistillPlan:
+    """Every check on user input, before any model is loaded. Returns the resolved plan."""
+    from llava_hybrid.hybrid.plan import plan_mamba_layers
+
+    ta = training_args
+    # 1. the loss
+    weights = (ta.distill_alpha, ta.distill_beta, ta.distill_gamma)
+    if any(w < 0 for w in weights):
+        raise ValueError(f"--distill_alpha/--distill_beta/--distill_gamma must be >= 0, got {weights}")
+    if not any(w > 0 for w in weights):
+        raise ValueError("--distill_alpha, --distill_beta and --distill_gamma are all zero: nothing to train")
+    if ta.distill_temperature <= 0:
+        raise ValueError(f"--distill_temperature must be > 0, got {ta.distill_temperature}")
+    if ta.distill_layer_norm not in LAYER_NORMS:
+        raise ValueError(f"--distill_layer_norm must be one of {LAYER_NORMS}, got {ta.distill_layer_norm!r}")
+    if ta.distill_tokens not in TOKEN_COVERAGES:
+        raise ValueError(f"--distill_tokens must be one of {TOKEN_COVERAGES}, got {ta.distill_tokens!r}")
+    if ta.wsd_decay_shape not in DECAY_SHAPES:
+        raise ValueError(f"--wsd_decay_shape must be one of {DECAY_SHAPES}, got {ta.wsd_decay_shape!r}")
+    if ta.wsd_warmup_fraction < 0 or ta.wsd_decay_fraction < 0 or \
+            ta.wsd_warmup_fraction + ta.wsd_decay_fraction > 1:
+        raise ValueError("--wsd_warmup_fraction and --wsd_decay_fraction must be >= 0 and sum to <= 1, got "
+                         f"{ta.wsd_warmup_fraction} and {ta.wsd_decay_fraction}")
+    # 2. trained parts
+    parts = [p.strip() for p in model_args.trainable.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in TRAINABLE_PARTS]
+    if not parts or unknown:
+        raise ValueError(f"--trainable {model_args.trainable!r}: unknown parts {unknown}; choose from "
+                         f"{', '.join(TRAINABLE_PARTS)}")
+    if model_args.mamba_chunk_size is not None and model_args.mamba_chunk_size <= 0:
+        raise ValueError(f"--mamba_chunk_size must be > 0, got {model_args.mamba_chunk_size}")
+    # 3. checkpoints and the layer plan
+    model_path = resolve_model_path(model_args.model_name_or_path, "--model_name_or_path")
+    config = _read_config(model_path, "--model_name_or_path")
+    teacher_arg = model_args.teacher_model_name_or_path or model_args.model_name_or_path
+    teacher_path = resolve_model_path(teacher_arg, "--teacher_model_name_or_path")
+    teacher_config = _read_config(teacher_path, "--teacher_model_name_or_path")
+    if teacher_config.get("mamba_layers"):
+        raise ValueError(f"--teacher_model_name_or_path {teacher_path!r} is a hybrid checkpoint "
+                         f"(mamba_layers {teacher_config['mamba_layers']}); the teacher must be all-attention")
+    num_layers = int(config["num_hidden_layers"])
+    if config.get("mamba_layers"):
+        raise ValueError(f"--model_name_or_path {model_path!r} is already a hybrid checkpoint; to continue a "
+                         "distillation run, start the same command again with the same --output_dir")
+    mamba_layers = plan_mamba_layers(num_layers, ratio=model_args.mm_hybrid_ratio,
+                                     positions=model_args.mm_hybrid_positions, layers=model_args.mm_hybrid_layers)
+    if not mamba_layers:
+        raise ValueError("the layer plan has no Mamba layer: pass --mm_hybrid_ratio (e.g. 0.25) or a non-empty "
+                         "--mm_hybrid_layers")
+    # 4. data, then tokenizers (cheap: no weights)
+    _check_data(data_args)
+    if os.path.realpath(teacher_path) != os.path.realpath(model_path):
+        _check_tokenizers(model_path, teacher_path)
+    return DistillPlan(model_path=model_path, teacher_path=teacher_path, num_layers=num_layers,
+                       mamba_layers=mamba_layers, trainable=parts)
