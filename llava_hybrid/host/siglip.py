@@ -15,6 +15,7 @@ directory (`config.name_or_path`) so a converted checkpoint can carry its tower 
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from typing import List, Optional, Union
@@ -154,13 +155,31 @@ def build_vision_tower(vision_tower_cfg, **kwargs):
     if tower_model_type(path) in SIGLIP_MODEL_TYPES:
         return SiglipVisionTower(path, args=vision_tower_cfg, **kwargs)
     if os.path.exists(path) or _clip_name_known(path):
-        from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
-        return CLIPVisionTower(path, args=vision_tower_cfg, **kwargs)
+        return _original_builder()(_with_tower(vision_tower_cfg, path), **kwargs)
     raise ValueError(
         f"unknown vision tower {name!r} (--vision_tower / config mm_vision_tower): it is not a local "
         "directory and no model hub is reachable from this machine. Pass a local directory holding a "
         "SigLIP or CLIP vision model (config.json, weights and preprocessor_config.json), e.g. the "
         "`vision_tower` subdirectory written by build_tiny_llava_phi or convert_tinyllava_factory.py.")
+
+
+def _with_tower(cfg, path: str):
+    """`cfg` itself, or a shallow copy whose mm_vision_tower is the resolved `path` (LLaVA reads that first)."""
+    if getattr(cfg, "mm_vision_tower", getattr(cfg, "vision_tower", None)) == path:
+        return cfg
+    cfg = copy.copy(cfg)
+    cfg.mm_vision_tower = path
+    return cfg
+
+
+def _original_builder():
+    from llava_hybrid._patching import original_of
+    original = original_of(build_vision_tower)
+    if original is None:  # not patched (yet): the module attribute is LLaVA's own
+        import llava.model.multimodal_encoder.builder as encoder_builder
+        original = encoder_builder.build_vision_tower
+    assert original is not build_vision_tower
+    return original
 
 
 def register() -> None:
