@@ -1,0 +1,54 @@
+"""Hybrid decoders: Phi / Llama whose chosen layers have Mamba-2 instead of attention (MaTVLM).
+
+plan_mamba_layers    the --mm_hybrid_* flags -> sorted layer indices
+HybridPhiConfig, HybridLlamaConfig, HybridPhiForCausalLM, HybridLlamaForCausalLM
+HybridCache          pre-allocated KV (attention layers) + Mamba2State (Mamba layers)
+generate_tokens      the one decode loop (greedy / sample / beam), also `model.generate(...)`
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from .cache import HybridCache
+from .configuration import HybridLlamaConfig, HybridPhiConfig, rope_settings
+from .generation import GenerationOutput, generate_tokens
+from .modeling_llama import HybridLlamaForCausalLM, HybridLlamaModel
+from .modeling_phi import HybridPhiForCausalLM, HybridPhiModel
+from .plan import layer_pattern, plan_mamba_layers
+
+__all__ = [
+    "GenerationOutput",
+    "HybridCache",
+    "HybridLlamaConfig",
+    "HybridLlamaForCausalLM",
+    "HybridLlamaModel",
+    "HybridPhiConfig",
+    "HybridPhiForCausalLM",
+    "HybridPhiModel",
+    "generate_tokens",
+    "layer_pattern",
+    "plan_mamba_layers",
+    "register",
+    "rope_settings",
+]
+
+_REGISTERED = False
+
+
+def register() -> None:
+    """Register hybrid_phi / hybrid_llama with AutoConfig and AutoModelForCausalLM, then (when the module
+    exists) the LLaVA hybrid classes of `llava_models` (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    for config_cls, model_cls in ((HybridPhiConfig, HybridPhiForCausalLM), (HybridLlamaConfig, HybridLlamaForCausalLM)):
+        AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+        AutoModelForCausalLM.register(config_cls, model_cls, exist_ok=True)
+    if importlib.util.find_spec("llava_hybrid.hybrid.llava_models") is not None:  # a colleague's module
+        module = importlib.import_module("llava_hybrid.hybrid.llava_models")
+        if hasattr(module, "register"):
+            module.register()
+    _REGISTERED = True

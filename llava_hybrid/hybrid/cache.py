@@ -1,0 +1,97 @@
+"""HybridCache: the decode state of a hybrid decoder, allocated once for the whole generation.
+
+Layout:
+    attention layer i: K, V   (B, kv_heads, max_length, head_dim) in the model dtype, written in place at
+                              positions length .. length+L-1; attention reads [:length+L].
+    Mamba layer i:     Mamba2State(conv (B, conv_dim, d_conv) model dtype, ssm (B, heads, head_dim, d_state)
+                              fp32): constant size, independent of the sequence length.
+    length:            tokens consumed so far (the same for every layer; advanced by the model after all
+                       layers have run on a chunk).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llava_hybrid.mamba2.mixer import Mamba2State
+
+from .configuration import head_dim_of
+
+
+def mamba_state_shapes(config, batch_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(conv shape, ssm shape) of one Mamba layer's state, from the config (same rule as Mamba2Mixer).
+
+    conv_dim = x (kv_heads*head_dim) + B (kv_heads*d_state) + C (heads*d_state).
+    """
+    heads = config.num_attention_heads
+    kv_heads = config.num_key_value_heads or heads
+    hd = head_dim_of(config)
+    d_state = config.mamba_d_state or hd
+    conv_dim = kv_heads * hd + kv_heads * d_state + heads * d_state
+    return (batch_size, conv_dim, config.mamba_d_conv), (batch_size, heads, hd, d_state)
+
+
+class HybridCache:
+    """Pre-allocated KV for attention layers and Mamba2State for Mamba layers (see module docstring)."""
+
+    def __init__(self, config, batch_size: int, max_length: int, device=None, dtype=torch.float32):
+        if max_length < 1 or batch_size < 1:
+            raise ValueError(f"HybridCache needs batch_size >= 1 and max_length >= 1, got {batch_size}, {max_length}")
+        self.batch_size, self.max_length = batch_size, max_length
+        self.length = 0
+        kv_heads = config.num_key_value_heads or config.num_attention_heads
+        kv_shape = (batch_size, kv_heads, max_length, head_dim_of(config))
+        mamba = set(config.mamba_layers)
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.ssm: dict[int, Mamba2State] = {}
+        for i in range(config.num_hidden_layers):
+            if i in mamba:
+                conv_shape, ssm_shape = mamba_state_shapes(config, batch_size)
+                self.ssm[i] = Mamba2State(
+                    conv=torch.zeros(conv_shape, device=device, dtype=dtype),
+                    ssm=torch.zeros(ssm_shape, device=device, dtype=torch.float32),
+                )
+            else:
+                self.kv[i] = (
+                    torch.zeros(kv_shape, device=device, dtype=dtype),
+                    torch.zeros(kv_shape, device=device, dtype=dtype),
+                )
+
+    def write_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, kv_heads, L, hd) at positions length..length+L-1; return views (B, kv_heads, length+L, hd)."""
+        end = self.length + k.shape[2]
+        if end > self.max_length:
+            raise ValueError(
+                f"HybridCache is full: {self.length} cached + {k.shape[2]} new tokens > max_length {self.max_length}"
+            )
+        key_cache, value_cache = self.kv[layer_idx]
+        key_cache[:, :, self.length : end] = k
+        value_cache[:, :, self.length : end] = v
+        return key_cache[:, :, :end], value_cache[:, :, :end]
+
+    def mamba_state(self, layer_idx: int) -> Mamba2State:
+        """The Mamba2State of Mamba layer `layer_idx` (updated in place by the mixer)."""
+        return self.ssm[layer_idx]
+
+    def advance(self, n: int) -> None:
+        """Mark n more tokens as consumed by every layer."""
+        self.length += n
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Tokens consumed so far (HF-style name; the same for every layer)."""
+        return self.length
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Row i <- row beam_idx[i] for every tensor, in place (beam search)."""
+        for key_cache, value_cache in self.kv.values():
+            key_cache.copy_(key_cache.index_select(0, beam_idx))
+            value_cache.copy_(value_cache.index_select(0, beam_idx))
+        for state in self.ssm.values():
+            state.reorder(beam_idx)
+
+    def nbytes(self) -> dict[str, int]:
+        """Allocated bytes: {"kv": all K/V buffers, "ssm": SSM states, "conv": conv states}."""
+        kv = sum(t.numel() * t.element_size() for pair in self.kv.values() for t in pair)
+        ssm = sum(s.ssm.numel() * s.ssm.element_size() for s in self.ssm.values())
+        conv = sum(s.conv.numel() * s.conv.element_size() for s in self.ssm.values())
+        return {"kv": kv, "ssm": ssm, "conv": conv}

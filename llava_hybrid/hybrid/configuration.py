@@ -1,0 +1,116 @@
+"""Configs of the hybrid decoders: transformers' Phi / Llama configs plus the Mamba-2 layer plan.
+
+Extra serialisable fields (same on both):
+    mamba_layers: list[int]     decoder layers whose attention is a Mamba-2 mixer (sorted, unique, in range)
+    mamba_d_state: int | None   SSM state size; None -> head_dim (MaTVLM: d_state = head_dim = 80)
+    mamba_d_conv: int = 4       depthwise causal conv kernel
+    mamba_chunk_size: int = 64  SSD chunk length (64 is fastest on CPU; the official runs used 256)
+    mamba_backend: str = "auto" "auto" | "torch" | "cuda", see llava_hybrid.mamba2.backend
+    mamba_carry_bias: bool = False  Mamba in_proj/out_proj get biases (to carry Phi's q/k/v/dense biases)
+
+Works with transformers 5.x, where configs are dataclasses (fields are annotations, checks go in
+`__post_init__`, rope settings live in `config.rope_parameters`), and with 4.x (LLaVA's pin), where
+configs take keyword arguments in `__init__` and rope settings are attributes. `rope_settings` reads
+the rope settings the same way on both.
+"""
+
+from __future__ import annotations
+
+import transformers
+from transformers import LlamaConfig, PhiConfig
+
+_DATACLASS_CONFIGS = int(transformers.__version__.split(".")[0]) >= 5
+MAMBA_BACKENDS = ("auto", "torch", "cuda")
+_HYBRID_DEFAULTS = dict(
+    mamba_layers=None,
+    mamba_d_state=None,
+    mamba_d_conv=4,
+    mamba_chunk_size=64,
+    mamba_backend="auto",
+    mamba_carry_bias=False,
+)
+
+
+def rope_settings(config) -> tuple[float, float, str]:
+    """(rope_theta, partial_rotary_factor, rope_type) of a Phi/Llama config on transformers 4.x or 5.x."""
+    params = getattr(config, "rope_parameters", None) or {}
+    scaling = getattr(config, "rope_scaling", None) or {}  # 4.x
+    theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+    factor = params.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0))
+    rope_type = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
+    return float(theta), float(factor if factor is not None else 1.0), rope_type
+
+
+def head_dim_of(config) -> int:
+    """Per-head width: config.head_dim when set (Llama 5.x), else hidden_size // num_attention_heads."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def check_hybrid_config(config) -> None:
+    """Validate the Mamba fields once (at config creation and again when a model is built from it).
+
+    Normalises `mamba_layers` to a list of ints. Raises ValueError naming the field and the bad value.
+    """
+    layers = config.mamba_layers
+    layers = [] if layers is None else list(layers)
+    n = config.num_hidden_layers
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in layers):
+        raise ValueError(f"config.mamba_layers must hold ints, got {layers}")
+    if any(not 0 <= i < n for i in layers):
+        raise ValueError(f"config.mamba_layers {layers} has indices outside 0..{n - 1} (num_hidden_layers={n})")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"config.mamba_layers {layers} has repeated indices")
+    if layers != sorted(layers):
+        raise ValueError(f"config.mamba_layers {layers} must be sorted ascending")
+    if config.mamba_backend not in MAMBA_BACKENDS:
+        raise ValueError(f"config.mamba_backend must be one of {MAMBA_BACKENDS}, got {config.mamba_backend!r}")
+    if config.mamba_d_conv < 1 or config.mamba_chunk_size < 1:
+        raise ValueError(
+            f"config.mamba_d_conv ({config.mamba_d_conv}) and config.mamba_chunk_size "
+            f"({config.mamba_chunk_size}) must be positive"
+        )
+    config.mamba_layers = layers
+
+
+class _HybridFields:
+    """The Mamba fields and their check, shared by both configs (a mixin before the HF config)."""
+
+    if _DATACLASS_CONFIGS:
+        # transformers 5.x turns these annotations into dataclass fields of the subclass.
+        mamba_layers: list[int] | None = None
+        mamba_d_state: int | None = None
+        mamba_d_conv: int = 4
+        mamba_chunk_size: int = 64
+        mamba_backend: str = "auto"
+        mamba_carry_bias: bool = False
+
+        def __post_init__(self, **kwargs):
+            super().__post_init__(**kwargs)
+            check_hybrid_config(self)
+
+    else:
+
+        def __init__(self, **kwargs):
+            hybrid = {key: kwargs.pop(key, default) for key, default in _HYBRID_DEFAULTS.items()}
+            super().__init__(**kwargs)
+            for key, value in hybrid.items():
+                setattr(self, key, value)
+            check_hybrid_config(self)
+
+    @property
+    def attention_layers(self) -> list[int]:
+        """Indices of the layers that keep attention (the complement of mamba_layers)."""
+        chosen = set(self.mamba_layers)
+        return [i for i in range(self.num_hidden_layers) if i not in chosen]
+
+
+class HybridPhiConfig(_HybridFields, PhiConfig):
+    """Phi config + Mamba-2 layer plan; model_type "hybrid_phi"."""
+
+    model_type = "hybrid_phi"
+
+
+class HybridLlamaConfig(_HybridFields, LlamaConfig):
+    """Llama-family (LLaVA-1.5 / Vicuna, SmolLM2) config + Mamba-2 layer plan; model_type "hybrid_llama"."""
+
+    model_type = "hybrid_llama"
