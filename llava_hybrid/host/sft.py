@@ -1,0 +1,264 @@
+"""Supervised fine-tuning of a LLaVA-style teacher on our own data, through LLaVA's own machinery.
+
+Reuses `llava.train.train` (argument dataclasses, `LazySupervisedDataset`,
+`make_supervised_data_module`, `safe_save_model_for_hf_trainer`) and `LLaVATrainer`. What it adds
+over `llava.train.train.train()`:
+  - the model class from config.json `model_type` (LlavaPhiForCausalLM for llava_phi /
+    tiny_llava_phi / phi, LLaVA's LlavaLlamaForCausalLM for llava / llama), never from a name;
+  - SigLIP towers (via the host's build_vision_tower) and the tower/projector already in the
+    checkpoint, whose mm_* settings are kept unless a flag asks for a new projector;
+  - `--version phi`: the phi template, phi preprocessing and the pad==eos-safe collator;
+  - early errors naming the flag: --data_path (missing, malformed), images missing from
+    --image_folder (all checked before training), --version (unknown or not fitting the tokenizer).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import shutil
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import torch
+import transformers
+
+from llava_hybrid import activate
+
+activate()  # llava.train needs the transformers patches before its dataclasses are subclassed below
+
+from llava import conversation as conversation_lib  # noqa: E402
+from llava.train import train as llava_train  # noqa: E402
+from llava.train.llava_trainer import LLaVATrainer  # noqa: E402
+
+from .builder import MODEL_CLASSES, read_model_type  # noqa: E402
+from .conversation import check_conv_mode  # noqa: E402
+from .siglip import resolve_tower_path  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+# mm_* flags that describe the tower/projector; None means "the checkpoint's value (or LLaVA's default)"
+MM_FLAG_DEFAULTS = {"mm_vision_select_layer": -2, "mm_projector_type": "mlp2x_gelu",
+                    "mm_vision_select_feature": "patch"}
+
+
+@dataclass
+class ModelArguments(llava_train.ModelArguments):
+    """LLaVA's model flags; phi defaults, and mm_* flags that default to the checkpoint's values."""
+
+    model_name_or_path: Optional[str] = field(default=None, metadata={"help": "checkpoint directory"})
+    version: Optional[str] = field(default="phi", metadata={"help": "conversation template"})
+    mm_vision_select_layer: Optional[int] = field(default=None)
+    mm_projector_type: Optional[str] = field(default=None)
+    mm_vision_select_feature: Optional[str] = field(default=None)
+    mm_use_im_patch_token: bool = field(default=False)
+
+
+@dataclass
+class DataArguments(llava_train.DataArguments):
+    """LLaVA's data flags; --image_aspect_ratio defaults to the checkpoint's (else 'square')."""
+
+    image_aspect_ratio: Optional[str] = field(default=None)
+
+
+@dataclass
+class TrainingArguments(llava_train.TrainingArguments):
+    """LLaVA's training flags (--group_by_modality_length, --mm_projector_lr, ...)."""
+
+
+def validate_data(data_path: Optional[str], image_folder: Optional[str], show: int = 5) -> List[dict]:
+    """Load and check --data_path (LLaVA JSON) and every image it references; return the samples.
+
+    Raises ValueError naming --data_path / --image_folder: missing or malformed file, a sample
+    without a `conversations` list of {"from", "value"} turns, images referenced but no
+    --image_folder, or images missing from it (the first `show` listed).
+    """
+    if not data_path:
+        raise ValueError("--data_path is required (a LLaVA-format JSON list of samples)")
+    if not os.path.isfile(data_path):
+        raise ValueError(f"--data_path {data_path!r}: no such file")
+    try:
+        with open(data_path) as f:
+            samples = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--data_path {data_path!r}: malformed JSON ({err})") from err
+    if not isinstance(samples, list) or not samples:
+        raise ValueError(f"--data_path {data_path!r}: expected a non-empty JSON list of samples")
+    for i, sample in enumerate(samples):
+        turns = sample.get("conversations") if isinstance(sample, dict) else None
+        if not isinstance(turns, list) or not turns or not all(
+                isinstance(t, dict) and {"from", "value"} <= set(t) for t in turns):
+            raise ValueError(f"--data_path {data_path!r}: sample {i} lacks a 'conversations' list of "
+                             f"{{'from', 'value'}} turns: {str(sample)[:200]}")
+    images = [s["image"] for s in samples if "image" in s]
+    if images and not image_folder:
+        raise ValueError(f"--image_folder is required: {len(images)} samples of --data_path "
+                         f"{data_path!r} reference images")
+    missing = sorted({im for im in images if not os.path.isfile(os.path.join(image_folder or "", im))})
+    if missing:
+        raise ValueError(f"--image_folder {image_folder!r}: {len(missing)} of {len(set(images))} images "
+                         f"referenced by --data_path {data_path!r} are missing, e.g. {missing[:show]}")
+    return samples
+
+
+def load_tokenizer(model_args: ModelArguments, training_args: TrainingArguments):
+    """The checkpoint's tokenizer, right-padded, with a pad token (Phi-2: pad = eos = unk)."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path, model_max_length=training_args.model_max_length,
+        padding_side="right", cache_dir=training_args.cache_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+
+def model_class(model_type: str, model_path: str) -> type:
+    """The LLaVA model class for a config.json `model_type` (registered host/hybrid classes first)."""
+    if model_type in MODEL_CLASSES:
+        return MODEL_CLASSES[model_type]
+    if model_type == "phi":
+        return MODEL_CLASSES["llava_phi"]
+    if model_type in ("llava", "llava_llama", "llama"):
+        from llava.model import LlavaLlamaForCausalLM
+        return LlavaLlamaForCausalLM
+    raise ValueError(f"--model_name_or_path {model_path!r}: model_type {model_type!r} is not supported; "
+                     f"choose a checkpoint of {sorted(set(MODEL_CLASSES) | {'phi', 'llava', 'llama'})}")
+
+
+def load_model(model_args: ModelArguments, training_args: TrainingArguments):
+    """Load --model_name_or_path with the class its config.json names, in the compute dtype."""
+    path = model_args.model_name_or_path
+    if not path:
+        raise ValueError("--model_name_or_path is required (a checkpoint directory)")
+    cls = model_class(read_model_type(path, flag="--model_name_or_path"), path)
+    model = cls.from_pretrained(path, dtype=compute_dtype(training_args), cache_dir=training_args.cache_dir)
+    model.config.use_cache = False
+    return model
+
+
+def compute_dtype(training_args: TrainingArguments) -> torch.dtype:
+    return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
+
+
+def setup_vision(model, tokenizer, model_args, data_args, training_args, has_images: bool) -> None:
+    """Attach/load the tower and projector, set LLaVA's mm config fields and the trainable parts.
+
+    A checkpoint that already has a tower keeps it and its projector; an mm flag that contradicts
+    the checkpoint raises (LLaVA would silently write the flag into the config and keep the old
+    module). A checkpoint without one gets --vision_tower and a new --mm_projector_type projector.
+    """
+    config = model.config
+    has_tower = getattr(config, "mm_vision_tower", None) is not None
+    if not has_tower and model_args.vision_tower is None:
+        if has_images:
+            raise ValueError(f"--data_path has images but --model_name_or_path {model_args.model_name_or_path!r} "
+                             "has no vision tower: pass --vision_tower")
+        return
+    if has_tower:
+        _check_mm_flags_match(model_args, config)
+    for name, default in MM_FLAG_DEFAULTS.items():
+        if getattr(model_args, name) is None:
+            setattr(model_args, name, getattr(config, name, default))
+    if not has_tower:
+        model.get_model().initialize_vision_modules(model_args=model_args, fsdp=training_args.fsdp)
+    tower = model.get_vision_tower()
+    if not tower.is_loaded:
+        tower.load_model()
+    tower.to(dtype=compute_dtype(training_args), device=training_args.device)
+
+    data_args.image_processor = tower.image_processor
+    data_args.is_multimodal = True
+    data_args.image_aspect_ratio = data_args.image_aspect_ratio or getattr(config, "image_aspect_ratio", "square")
+    config.image_aspect_ratio = data_args.image_aspect_ratio
+    config.tokenizer_padding_side = tokenizer.padding_side
+    config.tokenizer_model_max_length = tokenizer.model_max_length
+
+    projector = model.get_model().mm_projector
+    if model_args.freeze_backbone:
+        model.get_model().requires_grad_(False)
+        projector.requires_grad_(True)
+    config.tune_mm_mlp_adapter = training_args.tune_mm_mlp_adapter = model_args.tune_mm_mlp_adapter
+    if model_args.tune_mm_mlp_adapter:
+        model.requires_grad_(False)
+        projector.requires_grad_(True)
+    config.freeze_mm_mlp_adapter = training_args.freeze_mm_mlp_adapter
+    if training_args.freeze_mm_mlp_adapter:
+        projector.requires_grad_(False)
+    tower.requires_grad_(False)
+
+    config.mm_use_im_start_end = data_args.mm_use_im_start_end = model_args.mm_use_im_start_end
+    config.mm_projector_lr = training_args.mm_projector_lr
+    training_args.use_im_start_end = model_args.mm_use_im_start_end
+    config.mm_use_im_patch_token = model_args.mm_use_im_patch_token
+    if model_args.mm_use_im_patch_token or model_args.mm_use_im_start_end:
+        model.initialize_vision_tokenizer(model_args, tokenizer=tokenizer)
+
+
+def _check_mm_flags_match(model_args: ModelArguments, config) -> None:
+    checkpoint = model_args.model_name_or_path
+    if model_args.vision_tower is not None:
+        ours = os.path.realpath(resolve_tower_path(model_args.vision_tower, config))
+        theirs = os.path.realpath(resolve_tower_path(str(config.mm_vision_tower), config))
+        if ours != theirs:
+            raise ValueError(f"--vision_tower {model_args.vision_tower!r}: --model_name_or_path {checkpoint!r} "
+                             f"already has tower {config.mm_vision_tower!r}; drop the flag or start from a "
+                             "checkpoint without a tower")
+    for name in MM_FLAG_DEFAULTS:
+        wanted, have = getattr(model_args, name), getattr(config, name, None)
+        if wanted is not None and have is not None and wanted != have:
+            raise ValueError(f"--{name} {wanted!r}: --model_name_or_path {checkpoint!r} was built with "
+                             f"{have!r}; drop the flag to keep it")
+
+
+def save_checkpoint(trainer, model, tokenizer, output_dir: str, source_dir: str) -> None:
+    """LLaVA's save, plus the tokenizer and a tower directory the config names relative to the checkpoint."""
+    model.config.use_cache = True
+    llava_train.safe_save_model_for_hf_trainer(trainer=trainer, output_dir=output_dir)
+    if not trainer.args.should_save:
+        return
+    tokenizer.save_pretrained(output_dir)
+    tower = getattr(model.config, "mm_vision_tower", None)
+    if tower and not os.path.isabs(tower):
+        src, dst = os.path.join(source_dir, tower), os.path.join(output_dir, tower)
+        if os.path.isdir(src) and not os.path.exists(dst):
+            shutil.copytree(src, dst)
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
+    """Run SFT; return the LLaVATrainer (its `state.log_history` holds the logged losses)."""
+    llava_train.local_rank = training_args.local_rank
+    if training_args.lora_enable or training_args.bits in (4, 8):
+        raise ValueError("--lora_enable / --bits 4|8 are not supported by this entry; use full or "
+                         "--tune_mm_mlp_adapter / --freeze_backbone training")
+    samples = validate_data(data_args.data_path, data_args.image_folder)
+    tokenizer = load_tokenizer(model_args, training_args)
+    conversation_lib.default_conversation = check_conv_mode(model_args.version, tokenizer)
+
+    model = load_model(model_args, training_args)
+    if model_args.freeze_backbone:
+        model.get_model().requires_grad_(False)
+    if training_args.gradient_checkpointing:
+        model.enable_input_require_grads()
+    setup_vision(model, tokenizer, model_args, data_args, training_args,
+                 has_images=any("image" in s for s in samples))
+
+    data_module = llava_train.make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
+    # tokenizer= (LLaVA's keyword): native up to 4.x, mapped to processing_class= by the 5.x patch
+    trainer = LLaVATrainer(model=model, args=training_args, tokenizer=tokenizer, **data_module)
+    resume = bool(list(pathlib.Path(training_args.output_dir).glob("checkpoint-*")))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.save_state()
+    save_checkpoint(trainer, model, tokenizer, training_args.output_dir, model_args.model_name_or_path)
+    return trainer
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    """(ModelArguments, DataArguments, TrainingArguments) from LLaVA-style flags."""
+    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    return parser.parse_args_into_dataclasses(args=None if argv is None else list(argv))
+
+
+def main(argv: Optional[Sequence[str]] = None):
+    """Entry point of scripts/train_sft.py: parse LLaVA-style flags and train."""
+    activate()
+    return train(*parse_args(argv))

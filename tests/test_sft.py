@@ -1,0 +1,129 @@
+"""SFT entry: a tiny real llava_phi checkpoint trained on real easy-VQA samples through LLaVATrainer."""
+import json
+import shutil
+
+import easy_vqa
+import pytest
+import torch
+
+from llava_hybrid.host.sft import main
+from llava_hybrid.host.tiny import build_tiny_llava_phi
+
+N_IMAGES, TURNS = 16, 2
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return build_tiny_llava_phi(str(tmp_path_factory.mktemp("tiny") / "ckpt"), hidden_size=64, num_layers=2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A LLaVA-format JSON of multi-turn easy-VQA conversations + their image folder."""
+    root = tmp_path_factory.mktemp("evqa")
+    (root / "images").mkdir()
+    texts, answers, image_ids = easy_vqa.get_train_questions()
+    paths = easy_vqa.get_train_image_paths()
+    by_image = {}
+    for q, a, i in zip(texts, answers, image_ids):
+        by_image.setdefault(i, []).append((q, a))
+    samples = []
+    for i in sorted(by_image)[:N_IMAGES]:
+        shutil.copy(paths[i], root / "images" / f"{i}.png")
+        turns = []
+        for k, (q, a) in enumerate(by_image[i][:TURNS]):
+            turns += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q}, {"from": "gpt", "value": a}]
+        samples.append({"id": str(i), "image": f"{i}.png", "conversations": turns})
+    (root / "data.json").write_text(json.dumps(samples))
+    return root
+
+
+def _argv(ckpt, data, out, *extra):
+    return ["--model_name_or_path", ckpt, "--version", "phi", "--data_path", str(data / "data.json"),
+            "--image_folder", str(data / "images"), "--output_dir", str(out), "--report_to", "none",
+            "--per_device_train_batch_size", "4", "--learning_rate", "2e-3", "--logging_steps", "1",
+            "--save_strategy", "no", "--dataloader_num_workers", "0", "--seed", "0",
+            "--model_max_length", "256", *extra]
+
+
+def _fixed_batch_loss(model, trainer_like):
+    dataset, collator = trainer_like.train_dataset, trainer_like.data_collator
+    batch = collator([dataset[i] for i in range(8)])
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).loss.item(), batch
+
+
+def test_sft_lowers_loss_and_learns_the_stop_token(ckpt, data, tmp_path):
+    trainer = main(_argv(ckpt, data, tmp_path / "out", "--max_steps", "24"))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 24
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.5 * first, losses
+    # the in-sample <|endoftext|> tokens reach the loss: they stay attended and labelled
+    loss_after, batch = _fixed_batch_loss(trainer.model, trainer)
+    eos = trainer.processing_class.eos_token_id
+    assert ((batch["labels"] == eos) & batch["attention_mask"]).sum() == 8 * TURNS
+    # the saved output is a loadable checkpoint (tokenizer, config, tower dir) with the trained weights
+    from llava_hybrid.host.builder import load_pretrained_model
+    tok, model, processor, _ = load_pretrained_model(str(tmp_path / "out"), None, "out", device="cpu")
+    reloaded, _ = _fixed_batch_loss(model, trainer)
+    _, initial_model, _, _ = load_pretrained_model(ckpt, None, "ckpt", device="cpu")
+    before, _ = _fixed_batch_loss(initial_model, trainer)
+    assert reloaded == pytest.approx(loss_after, rel=1e-4) and reloaded < 0.5 * before
+    assert tok.pad_token_id == tok.eos_token_id and model.config.image_aspect_ratio == "pad"
+
+
+def test_tune_mm_mlp_adapter_trains_only_the_projector(ckpt, data, tmp_path):
+    trainer = main(_argv(ckpt, data, tmp_path / "out", "--max_steps", "2", "--tune_mm_mlp_adapter", "True"))
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("mm_projector" in n for n in trainable)
+    assert (tmp_path / "out" / "mm_projector.bin").is_file()
+
+
+def test_missing_data_file(ckpt, data, tmp_path):
+    argv = _argv(ckpt, data, tmp_path / "out")
+    argv[argv.index("--data_path") + 1] = str(tmp_path / "nope.json")
+    with pytest.raises(ValueError, match=r"--data_path .*nope.json.*no such file"):
+        main(argv)
+
+
+def test_malformed_json(ckpt, data, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"image": "0.png", "conversations": [')
+    argv = _argv(ckpt, data, tmp_path / "out")
+    argv[argv.index("--data_path") + 1] = str(bad)
+    with pytest.raises(ValueError, match=r"--data_path .*bad.json.*malformed JSON"):
+        main(argv)
+    bad.write_text('[{"image": "0.png", "text": "no conversations"}]')
+    with pytest.raises(ValueError, match=r"sample 0 lacks a 'conversations' list"):
+        main(argv)
+
+
+def test_missing_images_listed_before_training(ckpt, data, tmp_path):
+    folder = tmp_path / "images"
+    shutil.copytree(data / "images", folder)
+    gone = sorted(folder.iterdir())[:7]
+    for p in gone:
+        p.unlink()
+    argv = _argv(ckpt, data, tmp_path / "out")
+    argv[argv.index("--image_folder") + 1] = str(folder)
+    with pytest.raises(ValueError, match=r"--image_folder .*7 of 16 images .*missing") as err:
+        main(argv)
+    assert gone[0].name in str(err.value) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("version,match", [
+    ("phi_v9", r"--conv-mode/--version 'phi_v9' is not a known"),
+    ("vicuna_v1", r"--conv-mode/--version 'vicuna_v1'.*'</s>' is 3 tokens"),
+])
+def test_bad_version(ckpt, data, tmp_path, version, match):
+    argv = _argv(ckpt, data, tmp_path / "out")
+    argv[argv.index("--version") + 1] = version
+    with pytest.raises(ValueError, match=match):
+        main(argv)
+
+
+def test_contradicting_projector_flag(ckpt, data, tmp_path):
+    with pytest.raises(ValueError, match=r"--mm_projector_type 'linear'.*built with 'mlp2x_gelu'"):
+        main(_argv(ckpt, data, tmp_path / "out", "--mm_projector_type", "linear"))
