@@ -1,0 +1,104 @@
+"""TinyLLaVA_Factory -> llava_phi conversion, the `tinyllava` alias, and their errors."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import llava_hybrid.host as host
+from llava_hybrid.host.checkpoints import (FACTORY_KEY_MAP, TINYLLAVA_ENV, convert_factory_checkpoint,
+                                           map_factory_key, resolve_model_path)
+from llava_hybrid.host.tiny import build_tiny_llava_phi
+
+
+@pytest.fixture(scope="module")
+def factory(tmp_path_factory):
+    host.register()
+    return build_tiny_llava_phi(str(tmp_path_factory.mktemp("factory")), layout="factory", num_layers=2)
+
+
+def test_factory_layout_is_the_factory_format(factory):
+    with open(os.path.join(factory, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["model_type"] == "tinyllava" and cfg["connector_type"] == "mlp2x_gelu"
+    assert cfg["text_config"]["model_type"] == "phi" and cfg["vision_config"]["model_type"] == "siglip_vision_model"
+    assert cfg["vision_feature_layer"] == -2 and cfg["vision_feature_select_strategy"] == "patch"
+    assert cfg["image_aspect_ratio"] == "square"
+    prefixes = {k.split(".")[0] for k in load_file(os.path.join(factory, "model.safetensors"))}
+    assert prefixes == {"language_model", "vision_tower", "connector"}
+    assert not os.path.exists(os.path.join(factory, "vision_tower"))
+
+
+def test_convert_keeps_every_tensor(factory, tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+    import convert_tinyllava_factory
+    dst = convert_tinyllava_factory.main(["--src", factory, "--dst", str(tmp_path / "out")])
+    src = load_file(os.path.join(factory, "model.safetensors"))
+    lm = load_file(os.path.join(dst, "model.safetensors"))
+    tower = load_file(os.path.join(dst, "vision_tower", "model.safetensors"))
+    assert len(lm) + len(tower) == len(src)
+    for key, value in src.items():
+        ours = map_factory_key(key)
+        if ours.startswith("model.vision_tower.vision_tower."):
+            torch.testing.assert_close(tower[ours[len("model.vision_tower.vision_tower."):]], value)
+        else:
+            torch.testing.assert_close(lm[ours], value)
+    with open(os.path.join(dst, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["model_type"] == "llava_phi" and cfg["mm_vision_tower"] == "vision_tower"
+    assert cfg["mm_vision_select_feature"] == "patch_drop_first" and cfg["mm_vision_select_layer"] == -2
+    assert cfg["mm_projector_type"] == "mlp2x_gelu" and cfg["mm_hidden_size"] == 32
+    assert cfg["image_aspect_ratio"] == "square" and cfg["vocab_size"] == 50304
+    assert os.path.isfile(os.path.join(dst, "vision_tower", "preprocessor_config.json"))
+
+
+def test_key_map_is_data():
+    assert map_factory_key("language_model.model.layers.0.self_attn.q_proj.weight") == \
+        "model.layers.0.self_attn.q_proj.weight"
+    assert map_factory_key("language_model.lm_head.bias") == "lm_head.bias"
+    assert map_factory_key("connector._connector.2.weight") == "model.mm_projector.2.weight"
+    assert map_factory_key("vision_tower._vision_tower.vision_model.post_layernorm.weight") == \
+        "model.vision_tower.vision_tower.vision_model.post_layernorm.weight"
+    assert map_factory_key("connector._connector.1.weight") is None  # GELU has no weights
+    assert len(FACTORY_KEY_MAP) == 4
+
+
+def test_unexpected_and_misshapen_keys(factory, tmp_path):
+    state = load_file(os.path.join(factory, "model.safetensors"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in os.listdir(factory):
+        if name != "model.safetensors":
+            os.symlink(os.path.join(factory, name), bad / name)
+    save_file({**state, "resampler.query": torch.zeros(2, 2)}, str(bad / "model.safetensors"))
+    with pytest.raises(ValueError, match="unexpected") as err:
+        convert_factory_checkpoint(str(bad), str(tmp_path / "out"))
+    assert "resampler.query" in str(err.value) and "model.safetensors" in str(err.value)
+    state["connector._connector.0.weight"] = torch.zeros(3, 3)
+    save_file(state, str(bad / "model.safetensors"))
+    with pytest.raises(ValueError, match="shape"):
+        convert_factory_checkpoint(str(bad), str(tmp_path / "out2"))
+
+
+def test_resolve_model_path(tmp_path, monkeypatch):
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+    monkeypatch.delenv(TINYLLAVA_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ValueError) as err:
+        resolve_model_path("tinyllava", flag="--teacher_model_name_or_path")
+    msg = str(err.value)
+    assert "--teacher_model_name_or_path" in msg and "huggingface-cli download bczhou/TinyLLaVA-3.1B" in msg
+    assert "convert_tinyllava_factory.py" in msg and TINYLLAVA_ENV in msg
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setenv(TINYLLAVA_ENV, str(tmp_path))
+    assert resolve_model_path("tinyllava") == str(tmp_path)
+    snapshot = tmp_path / "hub" / "models--bczhou--TinyLLaVA-3.1B" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    monkeypatch.delenv(TINYLLAVA_ENV)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve_model_path("tinyllava") == str(snapshot)
+    with pytest.raises(ValueError, match="--model_name_or_path"):
+        resolve_model_path("no/such-model")
