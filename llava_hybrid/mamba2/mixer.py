@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .backend import BACKENDS, cuda_kernels, resolve_backend
 from .ops import RMSNormGated, causal_conv1d, causal_conv1d_step
-from .ssd import ssd_chunked, ssd_step
+from .ssd import compute_dtype, ssd_chunked, ssd_step
 
 __all__ = ["Mamba2Mixer", "Mamba2State"]
 
@@ -213,10 +213,11 @@ class Mamba2Mixer(nn.Module):
 
         # 3. SSM inputs: x ~ V, B ~ K, C ~ Q per head; dt > 0; A < 0
         x, B, C = self._split_xbc(xBC)  # (B, L, H, P), (B, L, H, N), (B, L, H, N)
-        dt = F.softplus(dt.float() + self.dt_bias.float())  # (B, L, H)
+        f32 = compute_dtype(hidden_states)  # fp32 (fp64 stays fp64)
+        dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # (B, L, H)
         if mask is not None:
-            dt = dt * mask.float()  # padding neither decays nor feeds the state
-        A = -torch.exp(self.A_log.float())  # (H,); without .float() a bf16 A_log loses precision
+            dt = dt * mask.to(f32)  # padding neither decays nor feeds the state
+        A = -torch.exp(self.A_log.to(f32))  # (H,); in fp32, since a bf16 A_log loses precision
 
         # 4. scan (+ D x inside)
         init = state.ssm if state is not None and state.seen_tokens > 0 else None
@@ -250,10 +251,11 @@ class Mamba2Mixer(nn.Module):
         if mask is not None:
             xBC = xBC * mask[:, 0]
         x, B, C = self._split_xbc(xBC)  # (B, H, P), (B, H, N), (B, H, N)
-        dt = F.softplus(dt.float() + self.dt_bias.float())  # (B, H)
+        f32 = compute_dtype(hidden_states)
+        dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # (B, H)
         if mask is not None:
-            dt = dt * mask[:, 0].float()
-        A = -torch.exp(self.A_log.float())  # (H,)
+            dt = dt * mask[:, 0].to(f32)
+        A = -torch.exp(self.A_log.to(f32))  # (H,)
         if backend == "cuda":
             h, p, n = self.n_heads, self.head_dim, self.d_state
             y = cuda_kernels().selective_state_update(

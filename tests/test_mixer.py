@@ -1,0 +1,209 @@
+"""Mamba2Mixer: official parameter layout, decode == full forward, padding, gradients, backends."""
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from llava_hybrid.mamba2 import Mamba2Mixer, Mamba2State
+from llava_hybrid.mamba2 import backend as backend_mod
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def tiny(**kw):
+    args = dict(d_model=32, n_heads=4, head_dim=8, n_kv_heads=2, chunk_size=4, backend="torch")
+    args.update(kw)
+    return Mamba2Mixer(**args)
+
+
+def test_phi2_parameter_names_and_shapes_match_official():
+    m = Mamba2Mixer(2560, 32, 80, device="meta")
+    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert shapes == {
+        "in_proj.weight": (10272, 2560),
+        "conv1d.weight": (7680, 1, 4),
+        "conv1d.bias": (7680,),
+        "dt_bias": (32,),
+        "A_log": (32,),
+        "D": (32,),
+        "norm.weight": (2560,),
+        "out_proj.weight": (2560, 2560),
+    }
+    assert all(getattr(getattr(m, k), "_no_weight_decay", False) for k in ("dt_bias", "A_log", "D"))
+
+
+def test_gqa_shapes_and_bias():
+    m = Mamba2Mixer(64, 8, 8, n_kv_heads=2, bias=True, device="meta")
+    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    # in_proj rows: [z 64 | x 16 | B 16 | C 64 | dt 8]
+    assert shapes["in_proj.weight"] == (64 + 16 + 16 + 64 + 8, 64)
+    assert shapes["in_proj.bias"] == (168,) and shapes["out_proj.bias"] == (64,)
+    assert shapes["conv1d.weight"] == (96, 1, 4)
+    assert shapes["norm.weight"] == (64,)
+
+
+def test_gqa_head_reads_its_kv_head():
+    m = tiny(n_heads=4, head_dim=2, n_kv_heads=2, d_model=8)
+    xbc = torch.arange(m.conv_dim, dtype=torch.float32)  # x | B | C, distinct values
+    x, B, C = m._split_xbc(xbc)
+    kv_x = xbc[: m.d_xb].reshape(2, 2)
+    assert torch.equal(x, kv_x[[0, 0, 1, 1]])  # head i <- kv head i // 2
+    assert torch.equal(B, xbc[m.d_xb: m.d_xb + m.d_B].reshape(2, 2)[[0, 0, 1, 1]])
+    assert torch.equal(C, xbc[m.d_xb + m.d_B:].reshape(4, 2))
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 4, "bias": True}, {"d_state": 6}])
+def test_prefill_then_steps_equals_full_forward(kw):
+    m = tiny(**kw)
+    x = torch.randn(2, 13, 32)
+    with torch.no_grad():
+        full = m(x)
+        state = m.allocate_state(2)
+        outs = [m(x[:, :6], state=state)]
+        outs += [m(x[:, t: t + 1], state=state) for t in range(6, 13)]
+    assert rel_err(torch.cat(outs, 1), full) <= 1e-5
+    # a state-continuing prefill equals it too
+    with torch.no_grad():
+        state2 = m.allocate_state(2)
+        y = torch.cat([m(x[:, :5], state=state2), m(x[:, 5:], state=state2)], 1)
+    assert rel_err(y, full) <= 1e-5
+    assert rel_err(state2.ssm, state.ssm) <= 1e-5 and torch.allclose(state2.conv, state.conv)
+
+
+def test_left_padding_matches_unpadded():
+    m = tiny(bias=True)  # biases make leaks from padding visible
+    real = torch.randn(1, 7, 32)
+    pad = 5
+    batch = torch.cat([torch.randn(1, pad, 32), real], 1)  # left-padded with garbage
+    mask = torch.cat([torch.zeros(1, pad), torch.ones(1, 7)], 1).long()
+    nxt = torch.randn(1, 1, 32)
+    with torch.no_grad():
+        s_ref = m.allocate_state(1)
+        ref = m(real, state=s_ref)
+        ref_next = m(nxt, state=s_ref)
+        s_pad = m.allocate_state(1)
+        out = m(batch, attention_mask=mask, state=s_pad)
+        out_next = m(nxt, attention_mask=torch.ones(1, pad + 8), state=s_pad)
+    assert rel_err(out[:, pad:], ref) <= 1e-5
+    assert rel_err(s_pad.ssm, s_ref.ssm) <= 1e-5 and rel_err(s_pad.conv, s_ref.conv) <= 1e-6
+    assert rel_err(out_next, ref_next) <= 1e-5
+
+
+def test_gradcheck_float64():
+    m = Mamba2Mixer(8, 2, 4, chunk_size=4, bias=True, backend="torch").double()
+    names = [n for n, _ in m.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for _, p in m.named_parameters()]
+    x = torch.randn(1, 6, 8, dtype=torch.float64, requires_grad=True)
+
+    def f(x, *ps):
+        return torch.func.functional_call(m, dict(zip(names, ps)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *params), fast_mode=True)
+
+
+def test_state_shapes_do_not_depend_on_length():
+    m = tiny()
+    shapes = []
+    for length in (3, 20):
+        s = m.allocate_state(2)
+        with torch.no_grad():
+            m(torch.randn(2, length, 32), state=s)
+        shapes.append((tuple(s.conv.shape), tuple(s.ssm.shape), s.nbytes()))
+    assert shapes[0] == shapes[1]
+    assert shapes[0][:2] == ((2, m.conv_dim, 4), (2, 4, 8, 8))
+    assert isinstance(s, Mamba2State) and s.ssm.dtype == torch.float32
+
+
+def test_reset_parameters_deterministic_and_in_range():
+    a, b = tiny(), tiny()
+    a.reset_parameters(torch.Generator().manual_seed(7))
+    b.reset_parameters(torch.Generator().manual_seed(7))
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    b.reset_parameters(torch.Generator().manual_seed(8))
+    assert not torch.equal(a.in_proj.weight, b.in_proj.weight)
+    dt = torch.nn.functional.softplus(a.dt_bias)
+    assert ((dt >= 1e-4 * 0.999) & (dt <= 0.1 * 1.001)).all()
+    A = torch.exp(a.A_log)
+    assert ((A >= 1.0) & (A <= 16.0)).all() and torch.equal(a.D, torch.ones(4))
+
+
+class PassThrough(nn.Module):
+    """Stands in for the gated norm: takes (y, z), returns y."""
+
+    def forward(self, y, z):
+        return y
+
+
+def test_act_and_norm_are_replaceable():
+    m = tiny()
+    m.act = nn.Identity()
+    m.norm = PassThrough()
+    x = torch.randn(1, 5, 32)
+    with torch.no_grad():
+        y = m(x)
+        # the replaced modules are used on both paths: decode still equals the full forward
+        state = m.allocate_state(1)
+        steps = torch.cat([m(x[:, :2], state=state)] + [m(x[:, t: t + 1], state=state) for t in (2, 3, 4)], 1)
+    assert rel_err(steps, y) <= 1e-5
+
+
+def test_backend_env_forces_torch(monkeypatch):
+    monkeypatch.setenv(backend_mod.ENV_VAR, "torch")
+    assert backend_mod.resolve_backend("cuda", "cpu") == "torch"
+    assert backend_mod.resolve_backend("auto", "cuda") == "torch"
+    monkeypatch.setenv(backend_mod.ENV_VAR, "fast")
+    with pytest.raises(ValueError, match="LLAVA_HYBRID_MAMBA_BACKEND"):
+        backend_mod.resolve_backend("auto", "cpu")
+
+
+def test_backend_cuda_on_cpu_raises_with_install_hint(monkeypatch):
+    monkeypatch.delenv(backend_mod.ENV_VAR, raising=False)
+    with pytest.raises(ValueError, match=r"pip install -e \.\[gpu\]"):
+        backend_mod.resolve_backend("cuda", "cpu")
+    m = tiny(backend="cuda")
+    with pytest.raises(ValueError, match="mamba_backend='cuda'"):
+        m(torch.randn(1, 3, 32))
+    with pytest.raises(ValueError, match="mamba_backend='fast'"):
+        tiny(backend="fast")
+
+
+def test_backend_auto_on_cpu_is_torch_and_logs_once(monkeypatch, caplog):
+    monkeypatch.delenv(backend_mod.ENV_VAR, raising=False)
+    backend_mod._resolve.cache_clear()
+    with caplog.at_level(logging.INFO, logger=backend_mod.__name__):
+        assert backend_mod.resolve_backend("auto", "cpu") == "torch"
+        assert backend_mod.resolve_backend("auto", torch.device("cpu")) == "torch"
+    lines = [r for r in caplog.records if "Mamba-2 backend" in r.getMessage()]
+    assert len(lines) == 1 and "torch" in lines[0].getMessage()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-3), (torch.bfloat16, 1e-2)])
+def test_cuda_mixer_matches_torch(dtype, tol, monkeypatch):
+    pytest.importorskip("mamba_ssm")
+    pytest.importorskip("causal_conv1d")
+    monkeypatch.delenv(backend_mod.ENV_VAR, raising=False)
+    ref = Mamba2Mixer(256, 8, 32, n_kv_heads=4, chunk_size=64, backend="torch").cuda().to(dtype)
+    fast = Mamba2Mixer(256, 8, 32, n_kv_heads=4, chunk_size=64, backend="cuda").cuda().to(dtype)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 200, 256, device="cuda", dtype=dtype)
+    outs, grads = [], []
+    for m in (ref, fast):
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        y.float().square().mean().backward()
+        outs.append(y)
+        grads.append([xi.grad] + [p.grad for p in m.parameters()])
+    assert rel_err(outs[1].float(), outs[0].float()) <= tol
+    for g_fast, g_ref in zip(grads[1], grads[0]):
+        assert rel_err(g_fast.float(), g_ref.float()) <= tol
+    # decode with the cuda step kernels equals the torch step
+    with torch.no_grad():
+        states = [m.allocate_state(2) for m in (ref, fast)]
+        ys = [m(x[:, :50], state=s) for m, s in zip((ref, fast), states)]
+        ys = [m(x[:, 50:51], state=s) for m, s in zip((ref, fast), states)]
+    assert rel_err(ys[1].float(), ys[0].float()) <= tol
