@@ -1,0 +1,321 @@
+"""Single-stage distillation of a hybrid Mamba-2 student from its all-attention VLM teacher.
+
+    main(argv) = parse -> validate (before any model) -> activate -> teacher (frozen, eval, no grad)
+               -> student = build_student(teacher, plan) with only --trainable parts trained
+               -> LLaVA's data module (phi template) -> DistillTrainer(LLaVATrainer).train()
+               -> hybrid checkpoint (config + weights + tokenizer + vision tower reference)
+
+One training step (`distill_losses`):
+  1. the teacher splices the images into the sequence once (prepare_inputs_labels_for_multimodal),
+     giving the multimodal labels / padding mask / positions shared by both models;
+  2. the teacher runs (no grad) with forward hooks on its decoder layers that capture each Mamba
+     layer's input x_l and output T_l(x_l);
+  3. the student runs normally on the same inputs (its own splice): logits for L_prob and L_ce;
+  4. each student Mamba decoder layer runs a second time on the teacher's x_l: S_l(x_l) for L_layer;
+  5. L = alpha L_layer + beta L_prob + gamma L_ce (terms with weight 0 are not computed).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from contextlib import contextmanager
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from llava_hybrid.distill.arguments import TRAINABLE_PARTS, DistillPlan, parse_args, validate
+from llava_hybrid.distill.losses import (DistillLosses, ce_loss, coverage_mask, layer_distill_loss,
+                                         prob_distill_loss, total_loss)
+from llava_hybrid.distill.schedule import wsd_scheduler
+
+logger = logging.getLogger(__name__)
+TMP_PREFIX = ".tmp-"  # checkpoints are written to <output_dir>/.tmp-checkpoint-N, then renamed
+NO_DECAY_NAMES = ("dt_bias", "A_log", ".D", "norm", "bias")  # section 4.1: no weight decay on these
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layer list of a (LLaVA) causal LM."""
+    return model.get_model().layers if hasattr(model, "get_model") else model.model.layers
+
+
+@contextmanager
+def capture_layers(model: nn.Module, indices: Sequence[int]):
+    """Forward hooks on decoder layers `indices`: yields {i: (input hidden (B, L, D), output (B, L, D))}."""
+    captured: Dict[int, tuple] = {}
+    handles = []
+    layers = decoder_layers(model)
+
+    def hook(i):
+        def fn(module, args, kwargs, output):
+            x = args[0] if args else kwargs["hidden_states"]
+            y = output[0] if isinstance(output, (tuple, list)) else output
+            captured[i] = (x, y)
+        return fn
+
+    for i in indices:
+        handles.append(layers[i].register_forward_hook(hook(i), with_kwargs=True))
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def distill_losses(student: nn.Module, teacher: nn.Module, batch: Dict, mamba_layers: Sequence[int], *,
+                   alpha: float = 1.0, beta: float = 1.0, gamma: float = 0.0, temperature: float = 1.0,
+                   layer_norm: str = "l2", tokens: str = "all", student_forward=None) -> DistillLosses:
+    """Eq. 11 on one batch (input_ids, labels, attention_mask, images), every term returned.
+
+    student_forward: how to call the student (the DeepSpeed engine during training); default `student`.
+    """
+    student_forward = student_forward or student
+    input_ids, labels = batch["input_ids"], batch.get("labels")
+    attention_mask, images = batch.get("attention_mask"), batch.get("images")
+    image_sizes = batch.get("image_sizes")
+    # 1. the multimodal sequence, once for the teacher; its labels / mask / positions serve both
+    with torch.no_grad():
+        (_, position_ids, mm_mask, _, embeds, mm_labels) = teacher.prepare_inputs_labels_for_multimodal(
+            input_ids, None, attention_mask, None, labels, images, image_sizes)
+        # 2. teacher forward with taps on the Mamba layers' positions
+        with capture_layers(teacher, mamba_layers if alpha > 0 else []) as taps:
+            t_logits = teacher(inputs_embeds=embeds, attention_mask=mm_mask, position_ids=position_ids,
+                               use_cache=False).logits                        # (B, L', V)
+    # 3. student forward on the same raw inputs (its own splice, with grad through its projector)
+    s_logits = student_forward(input_ids=input_ids, attention_mask=attention_mask, images=images,
+                               image_sizes=image_sizes, use_cache=False).logits  # (B, L', V)
+    assert s_logits.shape[:2] == t_logits.shape[:2], (s_logits.shape, t_logits.shape)
+    if mm_labels is None:
+        mm_labels = torch.full(s_logits.shape[:2], -100, dtype=torch.long, device=s_logits.device)
+    mask = coverage_mask(mm_labels, mm_mask, tokens)                           # (B, L')
+    zero = s_logits.float().sum() * 0.0
+    prob = prob_distill_loss(s_logits, t_logits, mask, temperature) if beta > 0 else zero
+    ce = ce_loss(s_logits, mm_labels) if gamma > 0 else zero
+    # 4. each student Mamba layer on the teacher's input to that layer
+    layer = zero
+    if alpha > 0:
+        s_layers = decoder_layers(student)
+        t_out, s_out = [], []
+        for i in mamba_layers:
+            x, y = taps[i]
+            s_out.append(s_layers[i](x.detach(), attention_mask=mm_mask, position_ids=position_ids))
+            t_out.append(y)
+        layer = layer_distill_loss(t_out, s_out, mask, norm=layer_norm)
+    # 5. Eq. 11
+    return total_loss(layer=layer, prob=prob, ce=ce, alpha=alpha, beta=beta, gamma=gamma)
+
+
+def set_trainable(student: nn.Module, parts: Sequence[str]) -> List[str]:
+    """Freeze everything, then unfreeze parameters of the named parts; returns the trained names."""
+    patterns = tuple(p for part in parts for p in TRAINABLE_PARTS[part])
+    student.requires_grad_(False)
+    names = []
+    for name, p in student.named_parameters():
+        if "vision_tower" not in name and any(pat in name for pat in patterns):
+            p.requires_grad_(True)
+            names.append(name)
+    if not names:
+        raise ValueError(f"--trainable {','.join(parts)}: no student parameter matches")
+    return names
+
+
+def _get_llava_trainer():
+    from llava.train.llava_trainer import LLaVATrainer
+    return LLaVATrainer
+
+
+def make_trainer_class():
+    """DistillTrainer(LLaVATrainer), built after activation so LLaVA's trainer imports cleanly."""
+    import transformers
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class DistillTrainer(_get_llava_trainer()):
+        """LLaVATrainer whose loss is Eq. 11 against a frozen teacher held outside the engine."""
+
+        def __init__(self, *args, teacher: nn.Module, mamba_layers: Sequence[int], **kwargs):
+            super().__init__(*args, **kwargs)
+            self.teacher = teacher
+            self.mamba_layers = list(mamba_layers)
+            self.model_accepts_loss_kwargs = False  # our loss is a mean: the Trainer scales it for GA
+            self._sums: Dict[str, float] = {}
+            self._count = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            a = self.args
+            losses = distill_losses(
+                self.accelerator.unwrap_model(model), self.teacher, inputs, self.mamba_layers,
+                alpha=a.distill_alpha, beta=a.distill_beta, gamma=a.distill_gamma,
+                temperature=a.distill_temperature, layer_norm=a.distill_layer_norm, tokens=a.distill_tokens,
+                student_forward=model)
+            for k, v in losses.as_floats().items():
+                self._sums[k] = self._sums.get(k, 0.0) + v
+            self._count += 1
+            return (losses.total, losses) if return_outputs else losses.total
+
+        def log(self, logs: Dict[str, float], *args, **kwargs) -> None:
+            """Adds the mean of each loss term since the last log to the Trainer's log line."""
+            if "loss" in logs and self._count:
+                logs.update({k: round(v / self._count, 6) for k, v in self._sums.items()})
+                self._sums, self._count = {}, 0
+            super().log(logs, *args, **kwargs)
+
+        def create_optimizer(self, model=None):
+            """AdamW (args' betas / eps) with weight decay only on matrices outside norms and SSM scalars."""
+            if self.optimizer is None:
+                opt_model = self.model if model is None else model
+                decay, no_decay = [], []
+                for name, p in opt_model.named_parameters():
+                    if p.requires_grad:
+                        (no_decay if any(s in name for s in NO_DECAY_NAMES) else decay).append(p)
+                groups = [{"params": decay, "weight_decay": self.args.weight_decay},
+                          {"params": no_decay, "weight_decay": 0.0}]
+                cls, kwargs = transformers.Trainer.get_optimizer_cls_and_kwargs(self.args)
+                self.optimizer = cls([g for g in groups if g["params"]], **kwargs)
+            return self.optimizer
+
+        def create_scheduler(self, num_training_steps: int, optimizer=None):
+            """Warmup-stable-decay over the run's optimiser steps (section 4.1)."""
+            if self.lr_scheduler is None:
+                a = self.args
+                self.lr_scheduler = wsd_scheduler(optimizer or self.optimizer, num_training_steps,
+                                                  a.wsd_warmup_fraction, a.wsd_decay_fraction, a.wsd_decay_shape)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+        def _get_output_dir(self, trial) -> str:
+            return getattr(self, "_tmp_run_dir", None) or super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial, *args, **kwargs) -> None:
+            """Write checkpoint-N into <output_dir>/.tmp-checkpoint-N (all ranks), then rename it."""
+            run_dir = super()._get_output_dir(trial)
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            tmp_root = os.path.join(run_dir, TMP_PREFIX + name)
+            self._tmp_run_dir = tmp_root
+            try:
+                transformers.Trainer._save_checkpoint(self, model, trial)
+            finally:
+                self._tmp_run_dir = None
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                final = os.path.join(run_dir, name)
+                if os.path.isdir(final):
+                    shutil.rmtree(final)
+                os.replace(os.path.join(tmp_root, name), final)
+                shutil.rmtree(tmp_root, ignore_errors=True)
+                self._rotate(run_dir)
+            self.accelerator.wait_for_everyone()
+
+        def _rotate(self, run_dir: str) -> None:
+            """Apply --save_total_limit to run_dir (the Trainer's helper moved in transformers 5)."""
+            if hasattr(self, "_rotate_checkpoints"):  # transformers 4.x
+                self._rotate_checkpoints(use_mtime=False, output_dir=run_dir)
+                return
+            from transformers.trainer_utils import rotate_checkpoints
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+
+    return DistillTrainer
+
+
+def _compute_dtype(training_args) -> torch.dtype:
+    return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
+
+
+def load_teacher(path: str, training_args):
+    """(tokenizer, teacher, image_processor): frozen, eval mode, never partitioned by ZeRO-3."""
+    from transformers.integrations import deepspeed as hf_ds
+    from llava_hybrid.host.builder import load_pretrained_model
+
+    ds_config = getattr(training_args, "hf_deepspeed_config", None)
+    hf_ds.unset_hf_deepspeed_config()  # a ZeRO-3 config would make from_pretrained partition the teacher
+    try:
+        tokenizer, teacher, processor, _ = load_pretrained_model(
+            path, None, os.path.basename(os.path.normpath(path)), device=str(training_args.device),
+            device_map=None, torch_dtype=_compute_dtype(training_args))
+    finally:
+        if ds_config is not None:
+            hf_ds.set_hf_deepspeed_config(ds_config)
+    teacher.requires_grad_(False).eval()
+    return tokenizer, teacher, processor
+
+
+def build_distill_student(teacher: nn.Module, plan: DistillPlan, model_args) -> nn.Module:
+    """The hybrid student (Eq. 6 init), trainable parts set, vision tower referenced by absolute path."""
+    from llava_hybrid.hybrid.init import build_student
+    from llava_hybrid.host.siglip import resolve_tower_path
+
+    student = build_student(teacher, plan.mamba_layers, init_from_attention=model_args.init_from_attention,
+                            carry_bias=model_args.mamba_carry_bias, seed=0)
+    tower = getattr(teacher.config, "mm_vision_tower", None)
+    if tower:
+        student.config.mm_vision_tower = os.path.abspath(resolve_tower_path(str(tower), teacher.config))
+    if model_args.mamba_chunk_size:
+        student.config.mamba_chunk_size = model_args.mamba_chunk_size
+        for module in student.modules():
+            if hasattr(module, "chunk_size") and hasattr(module, "A_log"):
+                module.chunk_size = model_args.mamba_chunk_size
+    student.config.use_cache = False
+    set_trainable(student, plan.trainable)
+    return student.train()
+
+
+def last_checkpoint(output_dir: str) -> Optional[str]:
+    """The newest complete checkpoint-N in output_dir (temp dirs of a killed save are ignored)."""
+    from transformers.trainer_utils import get_last_checkpoint
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+def main(argv: Optional[List[str]] = None):
+    """Entry point of scripts/distill_hybrid.py (plain python or the deepspeed launcher)."""
+    model_args, data_args, training_args = parse_args(argv)
+    plan = validate(model_args, data_args, training_args)
+
+    import llava_hybrid
+    llava_hybrid.activate()
+    from llava import conversation as conversation_lib
+    from llava.train import train as llava_train
+
+    torch.manual_seed(training_args.seed)
+    tokenizer, teacher, processor = load_teacher(plan.teacher_path, training_args)
+    if plan.model_path != plan.teacher_path:  # the student starts from another all-attention VLM
+        tokenizer, base, _ = load_teacher(plan.model_path, training_args)
+    else:
+        base = teacher
+    student = build_distill_student(base, plan, model_args)
+    del base
+    n_train = sum(p.numel() for p in student.parameters() if p.requires_grad)
+    logger.info("distill: Mamba layers %s, %d trainable parameters (%s)", plan.mamba_layers, n_train,
+                ",".join(plan.trainable))
+
+    # data: LLaVA's module with the phi template (the host room routes preprocess / collator)
+    tokenizer.model_max_length = training_args.model_max_length
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token
+    if model_args.version not in conversation_lib.conv_templates:
+        raise ValueError(f"--version {model_args.version!r}: unknown conversation template; choose from "
+                         f"{sorted(conversation_lib.conv_templates)}")
+    conversation_lib.default_conversation = conversation_lib.conv_templates[model_args.version]
+    data_args.image_processor = processor
+    data_args.is_multimodal = True
+    data_args.mm_use_im_start_end = getattr(student.config, "mm_use_im_start_end", False)
+    student.config.image_aspect_ratio = data_args.image_aspect_ratio
+    student.config.tokenizer_padding_side = tokenizer.padding_side
+    student.config.tokenizer_model_max_length = tokenizer.model_max_length
+    data_module = llava_train.make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
+
+    trainer = make_trainer_class()(model=student, tokenizer=tokenizer, args=training_args,
+                                   teacher=teacher, mamba_layers=plan.mamba_layers, **data_module)
+    if training_args.should_save and os.path.isdir(training_args.output_dir):
+        for stale in os.listdir(training_args.output_dir):  # half-written saves of a killed run
+            if stale.startswith(TMP_PREFIX):
+                shutil.rmtree(os.path.join(training_args.output_dir, stale), ignore_errors=True)
+    resume = last_checkpoint(training_args.output_dir)
+    if resume:
+        logger.info("distill: resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_state()
+    student.config.use_cache = True
+    trainer.save_model(training_args.output_dir)
+    return trainer
