@@ -87,3 +87,21 @@ def test_unregistered_model_type_goes_to_llava_loader(tmp_path):
     # LLaVA's own non-llava branch: AutoModelForCausalLM in fp16, no image processor, context 2048
     assert type(model) is GPT2LMHeadModel and model.dtype == torch.float16
     assert image_processor is None and context_len == 2048
+
+
+def test_tiny_llava_phi_model_type_loads(checkpoints, tmp_path):
+    """bczhou/TinyLLaVA-3.1B's model_type `tiny_llava_phi` loads into the same model family."""
+    import json
+    import shutil
+    import llava.model.builder as llava_builder
+    from llava_hybrid.host.phi import TinyLlavaPhiForCausalLM
+    dst = tmp_path / "bczhou-style"
+    shutil.copytree(checkpoints["llava"], dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg.update(model_type="tiny_llava_phi", architectures=["TinyLlavaPhiForCausalLM"])
+    (dst / "config.json").write_text(json.dumps(cfg))
+    tokenizer, model, image_processor, _ = llava_builder.load_pretrained_model(str(dst), None, "x", device="cpu")
+    assert isinstance(model, TinyLlavaPhiForCausalLM) and model.config.model_type == "tiny_llava_phi"
+    assert model.get_vision_tower().num_patches == 16 and model.config.image_aspect_ratio == "pad"
+    saved = load_file(os.path.join(dst, "model.safetensors"))
+    torch.testing.assert_close(model.get_model().embed_tokens.weight, saved["model.embed_tokens.weight"])

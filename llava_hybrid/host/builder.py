@@ -51,6 +51,16 @@ def read_model_type(model_path: str, flag: str = "--model-path") -> str:
         return json.load(f).get("model_type", "")
 
 
+def _dtype_kwarg() -> str:
+    # from_pretrained's dtype argument is `dtype` from transformers 4.56, `torch_dtype` before
+    import transformers
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+_DTYPE_KWARG = _dtype_kwarg()
+
+
 def _target_device(device: str, device_map) -> torch.device:
     # "cuda" (LLaVA's default) falls back to CPU on a machine without CUDA
     if isinstance(device_map, dict) and "" in device_map:
@@ -80,7 +90,7 @@ def load_registered_model(model_path: str, cls: type, device: str = "cuda", devi
     kwargs.pop("low_cpu_mem_usage", None)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = cls.from_pretrained(model_path, dtype=dtype, **kwargs)
+    model = cls.from_pretrained(model_path, **{_DTYPE_KWARG: dtype}, **kwargs)
     model.to(target).eval()
 
     if getattr(model.config, "mm_use_im_patch_token", False):
