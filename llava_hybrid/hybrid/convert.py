@@ -1,0 +1,166 @@
+"""The official MaTVLM release (hustvl/MaTVLM_*_Mamba2) -> this project's `llava_hybrid_phi` checkpoint.
+
+The release is a TinyLLaVA_Factory checkpoint (config.json model_type "tinyllava"; keys
+`language_model.model.*`, `language_model.lm_head.*`, `vision_tower._vision_tower.*`,
+`connector._connector.{0,2}.*`) whose Mamba layers hold `language_model.model.layers.{i}.mamba.*`
+(in_proj, conv1d, dt_bias, A_log, D, norm, out_proj: mamba_ssm Mamba2 names, which our mixer keeps),
+plus `mamba_config.json` whose `attn_layers` lists the layers that kept attention.
+
+Output (loadable by `load_pretrained_model` once `llava_hybrid` is active):
+    <dst>/config.json (model_type llava_hybrid_phi, mamba_layers = the complement of attn_layers),
+    <dst>/model.safetensors (LM + projector), tokenizer files, <dst>/vision_tower/ (SigLIP + processor).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from typing import Dict, List, Tuple
+
+import torch
+from safetensors.torch import save_file
+
+from llava_hybrid.host.checkpoints import (TOWER_PREFIX, TOWER_SUBDIR, load_factory_state_dict, map_factory_key,
+                                           translate_factory_config)
+
+MAMBA_CONFIG = "mamba_config.json"
+# Mamba layer keys: the one rule the Factory key map lacks (checked before it)
+MAMBA_KEY = re.compile(r"^language_model\.model\.layers\.(\d+)\.mamba\.(.+)$")
+
+
+def map_matvlm_key(key: str) -> Tuple[str | None, int | None]:
+    """(our name, Mamba layer index or None) for a MaTVLM release key; our name None when no rule matches."""
+    match = MAMBA_KEY.match(key)
+    if match:
+        return f"model.layers.{match.group(1)}.mamba.{match.group(2)}", int(match.group(1))
+    return map_factory_key(key), None
+
+
+def read_mamba_layers(src: str, num_layers: int) -> Tuple[List[int], Dict]:
+    """Mamba layer indices (the complement of `attn_layers`) and the parsed mamba_config.json."""
+    path = os.path.join(src, MAMBA_CONFIG)
+    if not os.path.isfile(path):
+        raise ValueError(f"--src {src!r}: no {MAMBA_CONFIG} (the MaTVLM release lists its attention layers there)")
+    with open(path) as f:
+        mamba_config = json.load(f)
+    attn = mamba_config.get("attn_layers")
+    if not isinstance(attn, list) or any(not isinstance(i, int) or not 0 <= i < num_layers for i in attn):
+        raise ValueError(f"{path}: attn_layers={attn!r} must be a list of layer indices in 0..{num_layers - 1}")
+    return [i for i in range(num_layers) if i not in set(attn)], mamba_config
+
+
+def matvlm_config(src_config: Dict, mamba_layers: List[int], mamba_config: Dict, carry_bias: bool) -> Dict:
+    """Our llava_hybrid_phi config dict: the Factory translation + the hybrid fields."""
+    config = translate_factory_config(src_config)
+    d_state = (mamba_config.get("ssm_cfg") or {}).get("d_state")
+    config.update(model_type="llava_hybrid_phi", architectures=["LlavaHybridPhiForCausalLM"],
+                  mamba_layers=mamba_layers, mamba_d_state=d_state, mamba_carry_bias=carry_bias)
+    return config
+
+
+def _expected_shapes(config: Dict, tower_config) -> Dict[str, torch.Size]:
+    """Parameter shapes of our LLaVA hybrid Phi for `config` (meta device: no memory), tower included."""
+    from llava.model.multimodal_projector.builder import build_vision_projector
+    from transformers import SiglipVisionModel
+
+    from .llava_models import LlavaHybridPhiConfig, LlavaHybridPhiForCausalLM
+
+    lm_config = LlavaHybridPhiConfig(**{k: v for k, v in config.items()
+                                        if k not in ("mm_vision_tower", "model_type")})
+    with torch.device("meta"):
+        model = LlavaHybridPhiForCausalLM(lm_config)  # no mm_vision_tower: no tower, no projector
+        projector = build_vision_projector(lm_config)
+        tower = SiglipVisionModel(tower_config)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    shapes.update({f"model.mm_projector.{k}": v.shape for k, v in projector.state_dict().items()})
+    shapes.update({TOWER_PREFIX + k: v.shape for k, v in tower.state_dict().items()})
+    return shapes
+
+
+def _tower_config(src_config: Dict):
+    from transformers import SiglipVisionConfig
+
+    fields = {k: v for k, v in (src_config.get("vision_config") or {}).items()
+              if k not in ("transformers_version", "model_type")}
+    return SiglipVisionConfig(**fields)
+
+
+def convert_matvlm_checkpoint(src: str, dst: str) -> str:
+    """Rewrite the MaTVLM release at `src` as our llava_hybrid_phi checkpoint in `dst`; return dst.
+
+    Every source tensor must map (Mamba rule, then the host's Factory key map) onto a parameter of our
+    model with the same shape; a Mamba key of an attention layer, any unmapped key, a missing weight or
+    a shape mismatch raises ValueError naming the source file and the keys.
+    """
+    config_file = os.path.join(src, "config.json")
+    if not os.path.isfile(config_file):
+        raise ValueError(f"--src {src!r}: no config.json")
+    with open(config_file) as f:
+        src_config = json.load(f)
+    if src_config.get("model_type") != "tinyllava":
+        raise ValueError(f"{config_file}: model_type={src_config.get('model_type')!r}, expected 'tinyllava' "
+                         "(the MaTVLM release is a TinyLLaVA_Factory checkpoint)")
+    num_layers = int((src_config.get("text_config") or {}).get("num_hidden_layers", 0))
+    mamba_layers, mamba_config = read_mamba_layers(src, num_layers)
+
+    # 1. rename every tensor; Mamba keys only on Mamba layers
+    state, source_name = load_factory_state_dict(src)
+    mapped, wrong_layer = {}, []
+    for key in state:
+        ours, layer = map_matvlm_key(key)
+        if layer is not None and layer not in mamba_layers:
+            wrong_layer.append(key)
+        mapped[key] = ours
+    if wrong_layer:
+        raise ValueError(f"{source_name}: Mamba weights on layers that {MAMBA_CONFIG} lists as attention "
+                         f"(attn_layers): {sorted(wrong_layer)[:20]}")
+    carry_bias = any(o is not None and o.endswith(("mamba.in_proj.bias", "mamba.out_proj.bias"))
+                     for o in mapped.values())
+    config = matvlm_config(src_config, mamba_layers, mamba_config, carry_bias)
+    tower_config = _tower_config(src_config)
+
+    # 2. check names and shapes against our model
+    expected = _expected_shapes(config, tower_config)
+    unexpected = sorted(k for k, o in mapped.items() if o is None or o not in expected)
+    if unexpected:
+        raise ValueError(f"{source_name}: {len(unexpected)} unexpected key(s) for a MaTVLM Phi + SigLIP "
+                         f"checkpoint with Mamba layers {mamba_layers}: {unexpected[:20]}")
+    bad_shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(expected[o])}" for k, o in mapped.items()
+                 if tuple(state[k].shape) != tuple(expected[o])]
+    if bad_shape:
+        raise ValueError(f"{source_name}: shape mismatch against config.json / {MAMBA_CONFIG}: {bad_shape[:20]}")
+    missing = sorted(set(expected) - set(mapped.values()))
+    if missing:
+        raise ValueError(f"{source_name}: missing weights for our model: {missing[:20]}")
+
+    # 3. write LM + projector, the tower directory, the tokenizer
+    ours = {mapped[k]: v.contiguous() for k, v in state.items()}
+    _write(src, dst, config, ours, tower_config, src_config)
+    return dst
+
+
+def _write(src: str, dst: str, config: Dict, ours: Dict[str, torch.Tensor], tower_config, src_config: Dict) -> None:
+    from transformers import AutoTokenizer
+
+    from llava_hybrid.host.siglip import load_siglip_image_processor
+
+    os.makedirs(dst, exist_ok=True)
+    lm_state = {k: v for k, v in ours.items() if not k.startswith(TOWER_PREFIX)}
+    tower_state = {k[len(TOWER_PREFIX):]: v for k, v in ours.items() if k.startswith(TOWER_PREFIX)}
+    save_file(lm_state, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    tower_dir = os.path.join(dst, TOWER_SUBDIR)
+    os.makedirs(tower_dir, exist_ok=True)
+    tower_config.save_pretrained(tower_dir)
+    save_file(tower_state, os.path.join(tower_dir, "model.safetensors"), metadata={"format": "pt"})
+    processor_src = src if os.path.isfile(os.path.join(src, "preprocessor_config.json")) else tower_dir
+    load_siglip_image_processor(processor_src).save_pretrained(tower_dir)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    if tokenizer.pad_token is None and src_config.get("pad_token"):
+        tokenizer.pad_token = src_config["pad_token"]
+    tokenizer.save_pretrained(dst)
+    for extra in ("generation_config.json", MAMBA_CONFIG):
+        if os.path.isfile(os.path.join(src, extra)):
+            shutil.copyfile(os.path.join(src, extra), os.path.join(dst, extra))
