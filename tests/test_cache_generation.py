@@ -25,6 +25,7 @@ def make(family="phi", dtype=torch.float32):
         model = HybridPhiForCausalLM(HybridPhiConfig(**TINY, partial_rotary_factor=0.5))
     else:
         model = HybridLlamaForCausalLM(HybridLlamaConfig(**TINY, num_key_value_heads=2))
+    model.config.eos_token_id = None  # model.generate would stop at config.eos_token_id (2 by default)
     return model.to(dtype).eval()
 
 
@@ -51,7 +52,7 @@ def test_token_by_token_decoding_equals_full_forward(family):
 def test_cached_greedy_equals_uncached_recomputation(family):
     model = make(family)
     ids = prompt(2, 5)
-    new = model.generate(ids, max_new_tokens=8, eos_token_id=None, pad_token_id=0)
+    new = model.generate(ids, max_new_tokens=8, pad_token_id=0)
     assert new.shape == (2, 8)  # only the new tokens
     seq = ids
     with torch.no_grad():
@@ -153,11 +154,11 @@ def test_sampling_is_reproducible_with_a_generator():
     def sample(seed, **kw):
         gen = torch.Generator().manual_seed(seed)
         return model.generate(ids, do_sample=True, temperature=1.5, max_new_tokens=10, generator=gen,
-                              eos_token_id=None, **kw)
+                              **kw)
 
     assert torch.equal(sample(1), sample(1))
     assert not torch.equal(sample(1), sample(2))
-    greedy = model.generate(ids, max_new_tokens=10, eos_token_id=None)
+    greedy = model.generate(ids, max_new_tokens=10)
     assert torch.equal(sample(3, top_p=1e-6), greedy)  # nucleus of one token = greedy
 
 
@@ -165,10 +166,12 @@ def test_inputs_embeds_and_hf_kwargs():
     model = make("phi")
     ids = prompt(2, 5)
     mask = torch.ones_like(ids)
-    by_ids = model.generate(ids, attention_mask=mask, max_new_tokens=4, use_cache=True, eos_token_id=None)
+    by_ids = model.generate(ids, attention_mask=mask, max_new_tokens=4, use_cache=True, position_ids=None)
     embeds = model.get_input_embeddings()(ids)
-    by_embeds = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=4, eos_token_id=None)
+    by_embeds = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=4)
     assert torch.equal(by_ids, by_embeds)
+    model.config.eos_token_id = int(by_ids[0, 1])  # no eos given: the config's eos stops row 0
+    assert model.generate(ids, max_new_tokens=4, pad_token_id=0)[0, 2:].eq(0).all()
     with pytest.raises(NotImplementedError, match="stopping_criteria"):
         model.generate(ids, max_new_tokens=2, stopping_criteria=[lambda *a: True])
 

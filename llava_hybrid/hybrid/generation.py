@@ -211,9 +211,10 @@ def generate_tokens(model, input_ids=None, inputs_embeds=None, attention_mask=No
 def generate_from_kwargs(model, inputs=None, **kwargs) -> torch.Tensor:
     """`model.generate(...)` with HF-style keyword arguments -> new tokens (B, T).
 
-    Harmless HF kwargs (use_cache, top_k=None, ...) are accepted; hooks this loop does not implement
-    (stopping_criteria, logits_processor, streamer, max_length, ...) raise NotImplementedError.
-    Defaults for max_new_tokens / eos / pad come from model.generation_config when present.
+    Harmless HF kwargs (use_cache, top_k=None, position_ids=None, ...) are accepted; hooks this loop does
+    not implement (stopping_criteria, logits_processor, streamer, max_length, ...) raise
+    NotImplementedError. eos_token_id / pad_token_id default to model.generation_config (when present),
+    then model.config, as transformers does (LLaVA's eval scripts pass no eos); max_new_tokens to 20.
     """
     unsupported = sorted(key for key in kwargs if key in _UNSUPPORTED_KWARGS and kwargs[key] is not None)
     if unsupported:
@@ -226,20 +227,26 @@ def generate_from_kwargs(model, inputs=None, **kwargs) -> torch.Tensor:
     use_cache = kwargs.pop("use_cache", True)
     for key in _IGNORED_KWARGS:
         kwargs.pop(key, None)
-    gen_config = getattr(model, "generation_config", None)
+    if kwargs.pop("position_ids", None) is not None:
+        raise NotImplementedError("generate: position_ids are derived from attention_mask; do not pass them")
+    defaults = [getattr(model, "generation_config", None), model.config]  # first non-None wins
+
+    def default(name):
+        given = kwargs.pop(name, None)
+        values = [given] + [getattr(source, name, None) for source in defaults]
+        return next((v for v in values if v is not None), None)
+
     input_ids = kwargs.pop("input_ids", inputs)
     options = dict(
-        max_new_tokens=kwargs.pop("max_new_tokens", None) or getattr(gen_config, "max_new_tokens", None) or 20,
+        max_new_tokens=kwargs.pop("max_new_tokens", None) or 20,
         do_sample=bool(kwargs.pop("do_sample", False)),
         temperature=kwargs.pop("temperature", None) or 1.0,
         top_p=kwargs.pop("top_p", None) or 1.0,
         num_beams=kwargs.pop("num_beams", None) or 1,
-        eos_token_id=kwargs.pop("eos_token_id", None) or getattr(gen_config, "eos_token_id", None),
-        pad_token_id=kwargs.pop("pad_token_id", None),
+        eos_token_id=default("eos_token_id"),
+        pad_token_id=default("pad_token_id"),
         generator=kwargs.pop("generator", None),
     )
-    if options["pad_token_id"] is None:
-        options["pad_token_id"] = getattr(gen_config, "pad_token_id", None)
     inputs_embeds = kwargs.pop("inputs_embeds", None)
     attention_mask = kwargs.pop("attention_mask", None)
     if kwargs:

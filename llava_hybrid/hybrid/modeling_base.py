@@ -187,6 +187,9 @@ class HybridCausalLMBase(HybridPreTrainedModel):
     def get_model(self):
         return self.model
 
+    def get_decoder(self):
+        return self.model
+
     def get_input_embeddings(self):
         return self.model.embed_tokens
 
