@@ -180,3 +180,25 @@ def test_build_student_rejects_bad_layers():
     teacher = _teachers()["phi"]
     with pytest.raises(ValueError, match="mamba_layers"):
         build_student(teacher, [4])
+
+
+def test_student_of_all_attention_hybrid_and_llava_llama_teachers():
+    from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+
+    from llava_hybrid.hybrid import HybridPhiConfig, HybridPhiForCausalLM
+    from llava_hybrid.hybrid.llava_models import LlavaHybridLlamaForCausalLM
+
+    torch.manual_seed(0)
+    ours = HybridPhiForCausalLM(HybridPhiConfig(**phi_config().to_dict(), mamba_layers=[])).eval()
+    llava = LlavaLlamaForCausalLM(LlavaConfig(**llama_config().to_dict())).eval()
+    for teacher, cls in ((ours, HybridPhiForCausalLM), (llava, LlavaHybridLlamaForCausalLM)):
+        student = build_student(teacher, [1], seed=0)
+        assert type(student) is cls and student.config.mamba_layers == [1]
+        s_sd = student.state_dict()
+        for key, value in teacher.state_dict().items():
+            if not key.startswith("model.layers.1.self_attn."):
+                assert torch.equal(s_sd[key], value), key
+        assert torch.equal(student.model.layers[1].mamba.out_proj.weight,
+                           teacher.model.layers[1].self_attn.out_proj_module().weight
+                           if hasattr(teacher.model.layers[1].self_attn, "out_proj_module")
+                           else teacher.model.layers[1].self_attn.o_proj.weight)
