@@ -207,3 +207,17 @@ def test_cuda_mixer_matches_torch(dtype, tol, monkeypatch):
         ys = [m(x[:, :50], state=s) for m, s in zip((ref, fast), states)]
         ys = [m(x[:, 50:51], state=s) for m, s in zip((ref, fast), states)]
     assert rel_err(ys[1].float(), ys[0].float()) <= tol
+
+
+def test_bf16_mixer_close_to_fp32():
+    m = tiny()
+    x = torch.randn(2, 19, 32)
+    mb = tiny(dtype=torch.bfloat16)
+    mb.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        y, yb = m(x), mb(x.bfloat16())
+        state = mb.allocate_state(2)
+        steps = torch.cat([mb(x[:, :10].bfloat16(), state=state)]
+                          + [mb(x[:, t: t + 1].bfloat16(), state=state) for t in range(10, 19)], 1)
+    assert yb.dtype == torch.bfloat16 and state.conv.dtype == torch.bfloat16 and state.ssm.dtype == torch.float32
+    assert rel_err(yb.float(), y) <= 2e-2 and rel_err(steps.float(), y) <= 2e-2

@@ -201,7 +201,7 @@ class Mamba2Mixer(nn.Module):
         weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
         xBC_t = xBC.transpose(1, 2)  # (B, conv_dim, L)
         if backend == "cuda" and history is None:
-            conv = cuda_kernels().causal_conv1d_fn(xBC_t, weight, self.conv1d.bias, activation=None)
+            conv = cuda_kernels().causal_conv1d_fn(xBC_t.contiguous(), weight, self.conv1d.bias, activation=None)
         else:
             conv = causal_conv1d(xBC_t, weight, self.conv1d.bias, initial_state=history)
         if state is not None:  # the last d_conv inputs (zero history when fresh)
@@ -244,7 +244,8 @@ class Mamba2Mixer(nn.Module):
             xBC = xBC * mask[:, 0]
         weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
         if backend == "cuda":
-            xBC = cuda_kernels().causal_conv1d_update(xBC, state.conv, weight, self.conv1d.bias, activation=None)
+            xBC = cuda_kernels().causal_conv1d_update(xBC.contiguous(), state.conv, weight, self.conv1d.bias,
+                                                      activation=None)
         else:
             xBC = causal_conv1d_step(xBC, state.conv, weight, self.conv1d.bias)  # (B, conv_dim)
         xBC = self.act(xBC)

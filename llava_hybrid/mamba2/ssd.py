@@ -109,12 +109,13 @@ def ssd_chunked(
     CB = torch.einsum("bclgn,bcsgn->bgcls", Cc, Bc)  # (b, g, c, l, s)
     scores = CB[:, :, None] * decay  # (b, g, r, c, l, s)
     y = torch.einsum("bgrcls,bcsgrp->bclgrp", scores, xdt)  # (b, c, l, g, r, p)
-    del decay, scores
+    del decay, scores, CB  # free as we go: the peak stays a few (b, l, h, p)-sized tensors
 
     # 2. chunk states: the state each chunk leaves behind when it starts from zero
     decay_to_end = torch.exp(dA_cum[..., -1:] - dA_cum).permute(0, 3, 4, 1, 2)  # (b, c, s, g, r), exponents <= 0
     B_decayed = Bc[:, :, :, :, None] * decay_to_end[..., None]  # (b, c, s, g, r, n)
     states = torch.einsum("bcsgrn,bcsgrp->bcgrpn", B_decayed, xdt)  # (b, c, g, r, p, n)
+    del B_decayed, decay_to_end, xdt, Bc
 
     # 3. inter-chunk state passing: a linear recurrence over chunks, state before chunk k
     if initial_state is None:
@@ -128,6 +129,7 @@ def ssd_chunked(
         prev_states.append(running)
         running = chunk_decay[..., k, None, None] * running + states[:, k]  # (b, g, r, p, n)
     prev = torch.stack(prev_states, dim=1)  # (b, c, g, r, p, n)
+    del prev_states, states
     final_state = running.reshape(b, h, p, n)
 
     # 4. state -> output: y_l += exp(dA_{1..l}) C_l . state_before_chunk
