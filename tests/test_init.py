@@ -202,3 +202,16 @@ def test_student_of_all_attention_hybrid_and_llava_llama_teachers():
                            teacher.model.layers[1].self_attn.out_proj_module().weight
                            if hasattr(teacher.model.layers[1].self_attn, "out_proj_module")
                            else teacher.model.layers[1].self_attn.o_proj.weight)
+
+
+def test_build_student_carry_bias_puts_phi_biases_in_the_mixer():
+    teacher = _teachers()["phi"]
+    student = build_student(teacher, [2], carry_bias=True, seed=0)
+    assert student.config.mamba_carry_bias is True
+    attn, mixer = teacher.model.layers[2].self_attn, student.model.layers[2].mamba
+    rows = in_proj_rows(HIDDEN, HIDDEN, HEADS)
+    assert torch.equal(mixer.in_proj.bias[rows["x"]], attn.v_proj.bias)
+    assert torch.equal(mixer.in_proj.bias[rows["B"]], attn.k_proj.bias)
+    assert torch.equal(mixer.in_proj.bias[rows["C"]], attn.q_proj.bias)
+    assert torch.equal(mixer.out_proj.bias, attn.dense.bias)
+    assert not mixer.in_proj.bias[rows["z"]].any() and not mixer.in_proj.bias[rows["dt"]].any()
