@@ -105,3 +105,9 @@ def test_tiny_llava_phi_model_type_loads(checkpoints, tmp_path):
     assert model.get_vision_tower().num_patches == 16 and model.config.image_aspect_ratio == "pad"
     saved = load_file(os.path.join(dst, "model.safetensors"))
     torch.testing.assert_close(model.get_model().embed_tokens.weight, saved["model.embed_tokens.weight"])
+
+
+def test_model_base_refused_for_registered_types(checkpoints):
+    import llava.model.builder as llava_builder
+    with pytest.raises(ValueError, match="--model-base"):
+        llava_builder.load_pretrained_model(checkpoints["llava"], "/some/base", "x", device="cpu")

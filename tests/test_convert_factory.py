@@ -102,3 +102,17 @@ def test_resolve_model_path(tmp_path, monkeypatch):
     assert resolve_model_path("tinyllava") == str(snapshot)
     with pytest.raises(ValueError, match="--model_name_or_path"):
         resolve_model_path("no/such-model")
+
+
+def test_save_with_vision_tower_round_trip(factory, tmp_path):
+    """A loaded model saved elsewhere carries its tower and loads again with equal outputs."""
+    import llava.model.builder as llava_builder
+    from llava_hybrid.host.checkpoints import save_with_vision_tower
+    src = convert_factory_checkpoint(factory, str(tmp_path / "converted"))
+    tokenizer, model, _, _ = llava_builder.load_pretrained_model(src, None, "x", device="cpu")
+    out = save_with_vision_tower(model, str(tmp_path / "elsewhere"), tokenizer)
+    assert not any(k.startswith("model.vision_tower") for k in load_file(os.path.join(out, "model.safetensors")))
+    _, again, _, _ = llava_builder.load_pretrained_model(out, None, "x", device="cpu")
+    ids, images = torch.tensor([[5, -200, 6, 7]]), torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids, images=images).logits, model(input_ids=ids, images=images).logits)

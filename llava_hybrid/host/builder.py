@@ -124,16 +124,20 @@ def load_pretrained_model(model_path, model_base, model_name, load_8bit=False, l
                           device_map="auto", device="cuda", use_flash_attn=False, **kwargs):
     """LLaVA's `load_pretrained_model` signature and return; dispatch on config.json `model_type`.
 
-    Registered model types load through `load_registered_model`; anything else (and any call with a
-    `model_base`, i.e. LoRA / projector-only checkpoints) is delegated to LLaVA's original loader.
+    Registered model types load through their loader or `load_registered_model` (no `model_base`:
+    LoRA / projector-only loading is refused for them); anything else goes to LLaVA's original loader.
     """
     model_type = read_model_type(str(model_path))
+    if model_base is not None and (model_type in MODEL_LOADERS or model_type in MODEL_CLASSES):
+        raise ValueError(f"--model-base {model_base!r} with a {model_type!r} checkpoint ({model_path}): "
+                         "LoRA / projector-only loading is not supported for this model type; pass a merged "
+                         "checkpoint as --model-path and no --model-base")
     loader = MODEL_LOADERS.get(model_type)
-    if loader is not None and model_base is None:
+    if loader is not None:
         return loader(str(model_path), device=device, device_map=device_map, load_8bit=load_8bit,
                       load_4bit=load_4bit, use_flash_attn=use_flash_attn, **kwargs)
     cls = MODEL_CLASSES.get(model_type)
-    if cls is not None and model_base is None:
+    if cls is not None:
         return load_registered_model(str(model_path), cls, device=device, device_map=device_map,
                                      load_8bit=load_8bit, load_4bit=load_4bit, use_flash_attn=use_flash_attn,
                                      **kwargs)

@@ -206,3 +206,27 @@ def convert_factory_checkpoint(src: str, dst: str) -> str:
         if os.path.isfile(os.path.join(src, extra)):
             shutil.copyfile(os.path.join(src, extra), os.path.join(dst, extra))
     return dst
+
+
+def save_with_vision_tower(model, out_dir: str, tokenizer=None) -> str:
+    """`model.save_pretrained(out_dir)` plus its SigLIP/CLIP tower copied to `<out_dir>/vision_tower`
+    (and the tokenizer, when given).
+
+    Our checkpoints point `mm_vision_tower` at a directory relative to the checkpoint, so a model
+    saved elsewhere (a distilled student, an SFT result) must carry its tower to stay loadable.
+    """
+    tower = model.get_vision_tower()
+    source = os.path.abspath(tower.vision_tower_name)
+    target = os.path.join(out_dir, TOWER_SUBDIR)
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.abspath(target) != source:
+        if not os.path.isdir(source):
+            raise ValueError(f"mm_vision_tower {tower.vision_tower_name!r} is not a local directory to copy")
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    model.config.mm_vision_tower = TOWER_SUBDIR
+    # the tower's weights live in <out_dir>/vision_tower; keep them out of the LM's safetensors
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(TOWER_PREFIX)}
+    model.save_pretrained(out_dir, state_dict=state)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+    return out_dir
