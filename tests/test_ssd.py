@@ -119,3 +119,15 @@ def test_cuda_kernel_matches_torch(dtype, tol):
     assert rel_err(y_k.float(), y_t.float()) <= tol and rel_err(s_k, s_t) <= tol
     for gk, a in zip(grads_k, args):
         assert rel_err(gk.float(), a.grad.float()) <= tol
+
+
+def test_bad_shapes_raise_value_error():
+    x, dt, A, B, C, D, s0 = make_inputs(l=8, h=4, g=2)
+    with pytest.raises(ValueError, match="dt has shape"):
+        ssd_chunked(x, dt[:, :-1], A, B, C)
+    with pytest.raises(ValueError, match="initial_state has shape"):
+        ssd_chunked(x, dt, A, B, C, initial_state=s0[:, :2])
+    with pytest.raises(ValueError, match="multiple of the B/C groups"):
+        ssd_chunked(x, dt, A, torch.randn(2, 8, 3, 5), torch.randn(2, 8, 3, 5))
+    with pytest.raises(ValueError, match="chunk_size"):
+        ssd_chunked(x, dt, A, B, C, chunk_size=0)

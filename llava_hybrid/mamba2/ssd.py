@@ -23,15 +23,23 @@ from torch import Tensor
 __all__ = ["compute_dtype", "segsum", "ssd_chunked", "ssd_sequential", "ssd_step"]
 
 
-def _check_shapes(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None) -> int:
-    """Validate the shared SSD input shapes; returns heads per group."""
+def _check_shapes(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                  state: Tensor | None = None) -> int:
+    """Validate the shared SSD input shapes (ValueError naming the argument); returns heads per group."""
+    if x.dim() != 4 or B.dim() != 4:
+        raise ValueError(f"x must be (b, l, h, p) and B, C (b, l, g, n); got x {tuple(x.shape)}, B {tuple(B.shape)}")
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
-    assert dt.shape == (b, l, h), f"dt {tuple(dt.shape)} != {(b, l, h)}"
-    assert A.shape == (h,), f"A {tuple(A.shape)} != {(h,)}"
-    assert B.shape == (b, l, g, n) and C.shape == (b, l, g, n), f"B {tuple(B.shape)} C {tuple(C.shape)}"
-    assert h % g == 0, f"heads {h} not divisible by groups {g}"
-    assert D is None or D.shape == (h,), f"D {tuple(D.shape)} != {(h,)}"
+    expected = {"dt": (dt, (b, l, h)), "A": (A, (h,)), "B": (B, (b, l, g, n)), "C": (C, (b, l, g, n))}
+    if D is not None:
+        expected["D"] = (D, (h,))
+    if state is not None:
+        expected["initial_state"] = (state, (b, h, p, n))
+    for name, (t, shape) in expected.items():
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape}")
+    if h % g != 0:
+        raise ValueError(f"heads ({h}) must be a multiple of the B/C groups ({g})")
     return h // g
 
 
@@ -82,7 +90,7 @@ def ssd_chunked(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    r = _check_shapes(x, dt, A, B, C, D)
+    r = _check_shapes(x, dt, A, B, C, D, initial_state)
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
     out_dtype, f32 = x.dtype, compute_dtype(x)
@@ -121,7 +129,6 @@ def ssd_chunked(
     if initial_state is None:
         running = x.new_zeros(b, g, r, p, n, dtype=f32)
     else:
-        assert initial_state.shape == (b, h, p, n), f"initial_state {tuple(initial_state.shape)}"
         running = initial_state.to(f32).reshape(b, g, r, p, n)
     chunk_decay = torch.exp(dA_cum[..., -1])  # (b, g, r, c)
     prev_states = []
@@ -158,7 +165,7 @@ def ssd_sequential(
     `chunk_size` is accepted and ignored so both functions are interchangeable.
     Returns y (b, l, h, p) in x's dtype and the final state (b, h, p, n) fp32.
     """
-    _check_shapes(x, dt, A, B, C, D)
+    _check_shapes(x, dt, A, B, C, D, initial_state)
     b, l, h, p = x.shape
     n = B.shape[-1]
     if initial_state is None:
