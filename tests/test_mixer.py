@@ -221,3 +221,30 @@ def test_bf16_mixer_close_to_fp32():
                           + [mb(x[:, t: t + 1].bfloat16(), state=state) for t in range(10, 19)], 1)
     assert yb.dtype == torch.bfloat16 and state.conv.dtype == torch.bfloat16 and state.ssm.dtype == torch.float32
     assert rel_err(yb.float(), y) <= 2e-2 and rel_err(steps.float(), y) <= 2e-2
+
+
+def test_in_proj_layout_phi2():
+    m = Mamba2Mixer(2560, 32, 80, device="meta")
+    assert m.in_proj_layout == {"z": slice(0, 2560), "x": slice(2560, 5120), "B": slice(5120, 7680),
+                                "C": slice(7680, 10240), "dt": slice(10240, 10272)}
+
+
+def test_ops_conv_step_and_gated_norm():
+    from llava_hybrid.mamba2 import RMSNormGated, causal_conv1d, causal_conv1d_step
+
+    x, w, bias = torch.randn(2, 6, 9), torch.randn(6, 4), torch.randn(6)
+    ref = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (3, 0)), w[:, None], bias, groups=6)
+    y, state = causal_conv1d(x[..., :5], w, bias, return_final_state=True)
+    steps = [causal_conv1d_step(x[..., t], state, w, bias) for t in range(5, 9)]
+    assert torch.allclose(torch.cat([y, torch.stack(steps, -1)], -1), ref, atol=1e-5)
+    y2 = causal_conv1d(x[..., 5:], w, bias, initial_state=causal_conv1d(x[..., :5], w, bias, return_final_state=True)[1])
+    assert torch.allclose(y2, ref[..., 5:], atol=1e-5)
+
+    norm = RMSNormGated(8, eps=0.0, group_size=4)
+    v, z = torch.randn(3, 8), torch.randn(3, 8)
+    out = norm(v, z).reshape(3, 2, 4)  # norm_before_gate=False: each group of the gated input has RMS 1
+    assert torch.allclose(out.pow(2).mean(-1), torch.ones(3, 2), atol=1e-5)
+    gated = (v * torch.nn.functional.silu(z)).reshape(3, 2, 4)
+    assert torch.allclose(out, gated / gated.pow(2).mean(-1, keepdim=True).sqrt(), atol=1e-5)
+    with pytest.raises(ValueError, match="group_size=3"):
+        RMSNormGated(8, group_size=3)

@@ -114,6 +114,17 @@ class Mamba2Mixer(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **kw)
         self.reset_parameters()
 
+    @property
+    def in_proj_layout(self) -> dict[str, slice]:
+        """Row ranges of in_proj's packed output, in order: z, x, B, C, dt (x ~ V, B ~ K, C ~ Q)."""
+        sizes = {"z": self.d_inner, "x": self.d_xb, "B": self.d_B, "C": self.d_C, "dt": self.n_heads}
+        layout, start = {}, 0
+        for name, size in sizes.items():
+            layout[name] = slice(start, start + size)
+            start += size
+        assert start == self.in_proj.out_features
+        return layout
+
     # ------------------------------------------------------------------ init
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
