@@ -143,3 +143,17 @@ def test_bad_version(ckpt, data, tmp_path, version, match):
 def test_contradicting_projector_flag(ckpt, data, tmp_path):
     with pytest.raises(ValueError, match=r"--mm_projector_type 'linear'.*built with 'mlp2x_gelu'"):
         main(_argv(ckpt, data, tmp_path / "out", "--mm_projector_type", "linear"))
+
+
+def test_unfreeze_mm_vision_tower_trains_and_saves_the_tower(task_ckpt, data, tmp_path):
+    from transformers import SiglipVisionModel
+    initial = SiglipVisionModel.from_pretrained(f"{task_ckpt}/vision_tower").state_dict()
+    trainer = main(_argv(task_ckpt, data, tmp_path / "out", "--max_steps", "2", "--unfreeze_mm_vision_tower", "True"))
+    tower = trainer.model.get_vision_tower()
+    assert all(p.requires_grad for p in tower.parameters())
+    trained = tower.vision_tower.state_dict()
+    changed = [k for k in initial if not torch.equal(initial[k], trained[k])]
+    assert changed, "the tower did not train"
+    saved = SiglipVisionModel.from_pretrained(str(tmp_path / "out" / "vision_tower")).state_dict()
+    assert all(torch.equal(saved[k], trained[k]) for k in changed)
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["mm_vision_tower"] == "vision_tower"

@@ -13,6 +13,8 @@ over `llava.train.train.train()`:
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
@@ -35,6 +37,7 @@ from llava.train.llava_trainer import LLaVATrainer  # noqa: E402
 from .builder import MODEL_CLASSES, read_model_type  # noqa: E402
 from .conversation import check_conv_mode  # noqa: E402
 from .siglip import resolve_tower_path  # noqa: E402
+from .tiny import TOWER_SUBDIR  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class ModelArguments(llava_train.ModelArguments):
     mm_projector_type: Optional[str] = field(default=None)
     mm_vision_select_feature: Optional[str] = field(default=None)
     mm_use_im_patch_token: bool = field(default=False)
+    unfreeze_mm_vision_tower: bool = field(
+        default=False, metadata={"help": "train the vision tower too; it is saved to <output_dir>/vision_tower"})
 
 
 @dataclass
@@ -185,6 +190,9 @@ def setup_vision(model, tokenizer, model_args, data_args, training_args, has_ima
     if training_args.freeze_mm_mlp_adapter:
         projector.requires_grad_(False)
     tower.requires_grad_(False)
+    config.unfreeze_mm_vision_tower = model_args.unfreeze_mm_vision_tower
+    if model_args.unfreeze_mm_vision_tower:
+        unfreeze_tower(tower)
 
     config.mm_use_im_start_end = data_args.mm_use_im_start_end = model_args.mm_use_im_start_end
     config.mm_projector_lr = training_args.mm_projector_lr
@@ -192,6 +200,16 @@ def setup_vision(model, tokenizer, model_args, data_args, training_args, has_ima
     config.mm_use_im_patch_token = model_args.mm_use_im_patch_token
     if model_args.mm_use_im_patch_token or model_args.mm_use_im_start_end:
         model.initialize_vision_tokenizer(model_args, tokenizer=tokenizer)
+
+
+def unfreeze_tower(tower) -> None:
+    """Make a LLaVA-interface tower trainable: parameters on, and its forward without @torch.no_grad.
+
+    LLaVA's towers (CLIP, and the host's SigLIP) decorate `forward` with torch.no_grad because they
+    are frozen by design; this instance gets the undecorated function instead.
+    """
+    tower.requires_grad_(True)
+    tower.forward = functools.partial(inspect.unwrap(type(tower).forward), tower)
 
 
 def _check_mm_flags_match(model_args: ModelArguments, config) -> None:
@@ -211,15 +229,26 @@ def _check_mm_flags_match(model_args: ModelArguments, config) -> None:
 
 
 def save_checkpoint(trainer, model, tokenizer, output_dir: str, source_dir: str) -> None:
-    """LLaVA's save, plus the tokenizer and a tower directory the config names relative to the checkpoint."""
+    """LLaVA's save, plus the tokenizer and the tower directory, so `output_dir` loads on its own.
+
+    A trained tower (--unfreeze_mm_vision_tower) is written to <output_dir>/vision_tower and the
+    config points there; a frozen tower the config names relative to the checkpoint is copied.
+    """
     model.config.use_cache = True
     llava_train.safe_save_model_for_hf_trainer(trainer=trainer, output_dir=output_dir)
     if not trainer.args.should_save:
         return
     tokenizer.save_pretrained(output_dir)
-    tower = getattr(model.config, "mm_vision_tower", None)
-    if tower and not os.path.isabs(tower):
-        src, dst = os.path.join(source_dir, tower), os.path.join(output_dir, tower)
+    config = model.config
+    tower_name = getattr(config, "mm_vision_tower", None)
+    if tower_name and getattr(config, "unfreeze_mm_vision_tower", False):
+        tower = model.get_vision_tower()
+        tower.vision_tower.save_pretrained(os.path.join(output_dir, TOWER_SUBDIR))
+        tower.image_processor.save_pretrained(os.path.join(output_dir, TOWER_SUBDIR))
+        config.mm_vision_tower = TOWER_SUBDIR
+        config.save_pretrained(output_dir)
+    elif tower_name and not os.path.isabs(tower_name):
+        src, dst = os.path.join(source_dir, tower_name), os.path.join(output_dir, tower_name)
         if os.path.isdir(src) and not os.path.exists(dst):
             shutil.copytree(src, dst)
 
