@@ -44,7 +44,8 @@ def register() -> None:
         return
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    for config_cls, model_cls in ((HybridPhiConfig, HybridPhiForCausalLM), (HybridLlamaConfig, HybridLlamaForCausalLM)):
+    pairs = ((HybridPhiConfig, HybridPhiForCausalLM), (HybridLlamaConfig, HybridLlamaForCausalLM))
+    for config_cls, model_cls in pairs:
         AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
         AutoModelForCausalLM.register(config_cls, model_cls, exist_ok=True)
     if importlib.util.find_spec("llava_hybrid.hybrid.llava_models") is not None:  # a colleague's module

@@ -36,7 +36,9 @@ class HybridCache:
 
     def __init__(self, config, batch_size: int, max_length: int, device=None, dtype=torch.float32):
         if max_length < 1 or batch_size < 1:
-            raise ValueError(f"HybridCache needs batch_size >= 1 and max_length >= 1, got {batch_size}, {max_length}")
+            raise ValueError(
+                f"HybridCache needs batch_size >= 1 and max_length >= 1, got {batch_size}, {max_length}"
+            )
         self.batch_size, self.max_length = batch_size, max_length
         self.length = 0
         kv_heads = config.num_key_value_heads or config.num_attention_heads
@@ -58,11 +60,14 @@ class HybridCache:
                 )
 
     def write_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, kv_heads, L, hd) at positions length..length+L-1; return views (B, kv_heads, length+L, hd)."""
+        """Write k, v (B, kv_heads, L, hd) at positions length..length+L-1.
+
+        Returns views of the cache up to the new end: (B, kv_heads, length+L, hd) each."""
         end = self.length + k.shape[2]
         if end > self.max_length:
             raise ValueError(
-                f"HybridCache is full: {self.length} cached + {k.shape[2]} new tokens > max_length {self.max_length}"
+                f"HybridCache is full: {self.length} cached + {k.shape[2]} new tokens > "
+                f"max_length {self.max_length}"
             )
         key_cache, value_cache = self.kv[layer_idx]
         key_cache[:, :, self.length : end] = k

@@ -122,53 +122,58 @@ def _beam_search(stepper, batch, num_beams, max_new_tokens, eos_ids, pad_id):
     length penalty 1: best running sum / current length). At the end alive beams join as hypotheses.
     """
     k = num_beams
+    eos = set(eos_ids.tolist()) if eos_ids is not None else set()
     logp = F.log_softmax(stepper.prefill(), dim=-1)  # (B*K, V)
     vocab, device = logp.shape[-1], logp.device
     running = torch.full((batch, k), float("-inf"), device=device)
     running[:, 0] = 0.0  # all beams start equal: expand only the first one at step 0
-    tokens = torch.zeros(batch, k, 0, dtype=torch.long, device=device)
+    tokens = torch.zeros(batch, k, 0, dtype=torch.long, device=device)  # (B, K, t)
     finished: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(batch)]
     done = [False] * batch
     for t in range(max_new_tokens):
-        cand = (running[:, :, None] + logp.view(batch, k, vocab)).view(batch, k * vocab)  # (B, K*V)
-        top_scores, top_idx = cand.topk(2 * k, dim=-1)  # (B, 2K)
+        # 1. the 2K best continuations of each prompt's beams: (B, K*V) -> (B, 2K)
+        cand = (running[:, :, None] + logp.view(batch, k, vocab)).view(batch, k * vocab)
+        top_scores, top_idx = (x.tolist() for x in cand.topk(2 * k, dim=-1))
+        # 2. eos candidates become hypotheses, the others fill the K new beams
         new_running = torch.full((batch, k), float("-inf"), device=device)
-        new_rows = torch.zeros(batch, k, dtype=torch.long, device=device)
+        parent = torch.zeros(batch, k, dtype=torch.long, device=device)
         new_tok = torch.full((batch, k), pad_id, dtype=torch.long, device=device)
         for b in range(batch):
             filled = 0
-            for rank in range(2 * k):
+            for rank, (score, idx) in enumerate(zip(top_scores[b], top_idx[b])):
                 if done[b] or filled == k:
                     break
-                score, beam, tok = top_scores[b, rank].item(), top_idx[b, rank].item() // vocab, top_idx[b, rank].item() % vocab
-                if eos_ids is not None and tok in eos_ids.tolist():
+                beam, tok = divmod(idx, vocab)
+                if tok in eos:
                     if rank < k:
-                        seq = torch.cat([tokens[b, beam], tokens.new_tensor([tok])])
-                        finished[b].append((score / (t + 1), seq))
+                        hypothesis = torch.cat([tokens[b, beam], tokens.new_tensor([tok])])  # (t+1,)
+                        finished[b].append((score / (t + 1), hypothesis))
                     continue
-                new_running[b, filled], new_rows[b, filled], new_tok[b, filled] = score, beam, tok
+                new_running[b, filled], parent[b, filled], new_tok[b, filled] = score, beam, tok
                 filled += 1
-            hyps = sorted(finished[b], key=lambda h: -h[0])[:k]
-            finished[b] = hyps
-            if not done[b] and len(hyps) == k and hyps[-1][0] >= new_running[b].max().item() / (t + 1):
-                done[b] = True
-        rows = (torch.arange(batch, device=device)[:, None] * k + new_rows).view(-1)  # (B*K,)
+            # 3. keep the K best hypotheses; done when no alive beam can beat the worst of them
+            finished[b] = sorted(finished[b], key=lambda h: -h[0])[:k]
+            best_alive = new_running[b].max().item() / (t + 1)
+            done[b] = done[b] or (len(finished[b]) == k and finished[b][-1][0] >= best_alive)
+        # 4. move beams to their parents' rows and append the new tokens
+        rows = (torch.arange(batch, device=device)[:, None] * k + parent).view(-1)  # (B*K,)
         tokens = torch.cat([tokens.view(batch * k, -1)[rows].view(batch, k, -1), new_tok[:, :, None]], dim=-1)
         running = new_running
         if all(done) or t + 1 == max_new_tokens:
             break
         stepper.reorder(rows)
         logp = F.log_softmax(stepper.step(new_tok.view(-1)), dim=-1)
+    # 5. unfinished prompts: their alive beams are hypotheses too; return each prompt's best
     length = tokens.shape[-1]
     for b in range(batch):
         if not done[b]:
-            finished[b] += [(running[b, j].item() / length, tokens[b, j]) for j in range(k) if running[b, j] > float("-inf")]
+            alive = [j for j in range(k) if running[b, j] > float("-inf")]
+            finished[b] += [(running[b, j].item() / length, tokens[b, j]) for j in alive]
     best = [max(hyps, key=lambda h: h[0]) for hyps in finished]
-    width = max(len(seq) for _, seq in best)
-    sequences = torch.full((batch, width), pad_id, dtype=torch.long, device=device)
+    sequences = torch.full((batch, max(len(seq) for _, seq in best)), pad_id, dtype=torch.long, device=device)
     for b, (_, seq) in enumerate(best):
         sequences[b, : len(seq)] = seq
-    return GenerationOutput(sequences, torch.tensor([s for s, _ in best], device=device))
+    return GenerationOutput(sequences, torch.tensor([score for score, _ in best], device=device))
 
 
 @torch.no_grad()
@@ -189,7 +194,9 @@ def generate_tokens(model, input_ids=None, inputs_embeds=None, attention_mask=No
         raise ValueError(f"generate: num_beams={num_beams} with do_sample={do_sample} is not supported "
                          "(beam search is deterministic; use num_beams=1 to sample)")
     if do_sample and (temperature <= 0 or not 0 < top_p <= 1):
-        raise ValueError(f"generate: do_sample needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        raise ValueError(
+            f"generate: do_sample needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}"
+        )
     prompt = input_ids if input_ids is not None else inputs_embeds
     device = prompt.device
     if isinstance(eos_token_id, int):
@@ -205,7 +212,9 @@ def generate_tokens(model, input_ids=None, inputs_embeds=None, attention_mask=No
                            max_new_tokens, use_cache)
         return _beam_search(stepper, batch, num_beams, max_new_tokens, eos_ids, pad_token_id)
     stepper = _Stepper(model, input_ids, inputs_embeds, attention_mask, max_new_tokens, use_cache)
-    return _greedy_or_sample(stepper, max_new_tokens, eos_ids, pad_token_id, do_sample, temperature, top_p, generator)
+    return _greedy_or_sample(
+        stepper, max_new_tokens, eos_ids, pad_token_id, do_sample, temperature, top_p, generator
+    )
 
 
 def generate_from_kwargs(model, inputs=None, **kwargs) -> torch.Tensor:

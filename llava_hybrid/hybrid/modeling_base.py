@@ -154,7 +154,9 @@ class HybridDecoderBase(HybridPreTrainedModel):
             if all_hidden is not None:
                 all_hidden.append(hidden)
             if self.gradient_checkpointing and self.training:
-                hidden = self._gradient_checkpointing_func(layer.__call__, hidden, attention_mask, position_ids, cache)
+                hidden = self._gradient_checkpointing_func(
+                    layer.__call__, hidden, attention_mask, position_ids, cache
+                )
             else:
                 hidden = layer(hidden, attention_mask, position_ids, cache)
         hidden = self.final_norm_module()(hidden)

@@ -57,7 +57,8 @@ class LlamaHybridDecoderLayer(HybridDecoderLayer):
 
     def forward(self, hidden_states, attention_mask=None, position_ids=None, cache=None) -> torch.Tensor:
         """(B, L, D) -> (B, L, D); attention_mask (B, past+L) 1 = token; cache: HybridCache or None."""
-        h = hidden_states + self.mix_tokens(self.input_layernorm(hidden_states), attention_mask, position_ids, cache)
+        mixed = self.mix_tokens(self.input_layernorm(hidden_states), attention_mask, position_ids, cache)
+        h = hidden_states + mixed  # (B, L, D)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
