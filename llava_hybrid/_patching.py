@@ -97,7 +97,7 @@ def when_imported(name: str, fn: Callable[[types.ModuleType], None]) -> None:
     """Call `fn(module)` once module `name` has finished executing (now, if it already has)."""
     with _LOCK:
         mod = sys.modules.get(name)
-        if mod is not None and not _initialising(mod):
+        if mod is not None and not is_initialising(mod):
             pending = False
         else:
             _HOOKS.setdefault(name, []).append(fn)
@@ -113,7 +113,8 @@ def pending_hooks() -> Dict[str, int]:
         return {k: len(v) for k, v in _HOOKS.items() if v}
 
 
-def _initialising(mod: types.ModuleType) -> bool:
+def is_initialising(mod: types.ModuleType) -> bool:
+    """Whether `mod` is still executing its body (an import in progress)."""
     spec = getattr(mod, "__spec__", None)
     return bool(getattr(spec, "_initializing", False))
 

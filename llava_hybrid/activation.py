@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 _log = logging.getLogger("llava_hybrid")
 _LOCK = threading.RLock()
 _SUMMARY: Optional[Dict[str, object]] = None
+_IN_PROGRESS = False  # re-entry guard: a room's register() may import a module that triggers the hook
 
 # The rooms whose register() activate() calls, in order (host first: hybrid adds builder entries to
 # the host's registry).
@@ -23,28 +24,38 @@ def activate() -> Dict[str, object]:
     register()], "rebound": number of names re-pointed in already-imported llava modules}. A room's
     register() that exists and fails raises (the plugin must not half-load).
     """
-    global _SUMMARY
+    global _SUMMARY, _IN_PROGRESS
     with _LOCK:
         if _SUMMARY is not None:
             return _SUMMARY
-        from llava_hybrid import _patching, patches
+        if _IN_PROGRESS:
+            return {"in_progress": True}
+        _IN_PROGRESS = True
+        try:
+            _SUMMARY = _activate_once()
+        finally:
+            _IN_PROGRESS = False
+        _log.debug("llava_hybrid activated: %s", _SUMMARY)
+        return _SUMMARY
 
-        summary: Dict[str, object] = {"patches": patches.apply_all()}
-        registered: List[str] = []
-        skipped: List[str] = []
-        for room in REGISTRANTS:
-            register = _find_register(room)
-            if register is None:
-                skipped.append(room)
-                continue
-            register()
-            registered.append(room)
-        summary["registered"] = registered
-        summary["skipped"] = skipped
-        summary["rebound"] = _patching.rebind_imported()
-        _SUMMARY = summary
-        _log.debug("llava_hybrid activated: %s", summary)
-        return summary
+
+def _activate_once() -> Dict[str, object]:
+    from llava_hybrid import _patching, patches
+
+    summary: Dict[str, object] = {"patches": patches.apply_all()}
+    registered: List[str] = []
+    skipped: List[str] = []
+    for room in REGISTRANTS:
+        register = _find_register(room)
+        if register is None:
+            skipped.append(room)
+            continue
+        register()
+        registered.append(room)
+    summary["registered"] = registered
+    summary["skipped"] = skipped
+    summary["rebound"] = _patching.rebind_imported()
+    return summary
 
 
 def is_active() -> bool:

@@ -31,6 +31,7 @@ PATCH_MODULES = (
     "cuda_synchronize",
     "save_checkpoint_metrics",
     "loss_kwargs",
+    "image_dtype",
     "training_args_flags",
 )
 
