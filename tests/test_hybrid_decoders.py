@@ -123,9 +123,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(ids, labels=ids).loss.backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.23 name
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     assert model.model.gradient_checkpointing
+    calls = []
+    model.model.layers[0].register_forward_pre_hook(lambda *args: calls.append(1))
     model(ids, labels=ids).loss.backward()
+    assert len(calls) == 2  # the layer ran again during backward: activations were recomputed
     for name, p in model.named_parameters():
         assert torch.allclose(p.grad, plain[name], atol=1e-6), name
 
