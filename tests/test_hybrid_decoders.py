@@ -113,6 +113,8 @@ def test_labels_loss_is_shifted_cross_entropy_ignoring_minus_100():
     keep = targets != -100
     expected = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
     assert torch.allclose(out.loss, expected, atol=1e-6)
+    as_tuple = model(ids, labels=labels, return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.allclose(as_tuple[0], expected, atol=1e-6)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

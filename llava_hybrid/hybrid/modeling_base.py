@@ -165,7 +165,8 @@ class HybridDecoderBase(HybridPreTrainedModel):
             all_hidden = tuple(all_hidden)  # (embeddings, inputs of layers 1.., normed output)
         if cache is not None:
             cache.advance(l)
-        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache, hidden_states=all_hidden)
+        output = BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache, hidden_states=all_hidden)
+        return output if return_dict is not False else output.to_tuple()
 
 
 class HybridCausalLMBase(HybridPreTrainedModel):
@@ -225,7 +226,8 @@ class HybridCausalLMBase(HybridPreTrainedModel):
     ) -> CausalLMOutputWithPast:
         """Logits (B, L, V); with labels (B, L): mean cross-entropy of token t+1 given <= t, in fp32,
         ignoring IGNORE_INDEX (-100). `use_cache` without a cache is ignored (the decode loop allocates
-        the cache, see llava_hybrid.hybrid.generation)."""
+        the cache, see llava_hybrid.hybrid.generation). return_dict=False gives a tuple, as transformers;
+        other keyword arguments (e.g. the Trainer's num_items_in_batch) are ignored."""
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -241,9 +243,10 @@ class HybridCausalLMBase(HybridPreTrainedModel):
             shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # (B*(L-1), V)
             shift_labels = labels[:, 1:].reshape(-1).to(logits.device)  # (B*(L-1),)
             loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX)
-        return CausalLMOutputWithPast(
+        output = CausalLMOutputWithPast(
             loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
         )
+        return output if return_dict is not False else output.to_tuple()
 
     def next_token_logits(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None,
                           cache=None) -> torch.Tensor:
