@@ -57,12 +57,12 @@ def _argv(ckpt, data, out, *extra):
             "--image_folder", str(data / "images"), "--output_dir", str(out), "--report_to", "none",
             "--per_device_train_batch_size", "4", "--learning_rate", "2e-3", "--logging_steps", "1",
             "--save_strategy", "no", "--dataloader_num_workers", "0", "--seed", "0",
-            "--model_max_length", "256", *extra]
+            "--model_max_length", "256", "--dataloader_pin_memory", "False", *extra]
 
 
 def _fixed_batch_loss(model, trainer_like):
     dataset, collator = trainer_like.train_dataset, trainer_like.data_collator
-    batch = collator([dataset[i] for i in range(8)])
+    batch = collator([dataset[i] for i in range(4)])
     model.eval()
     with torch.no_grad():
         return model(**batch).loss.item(), batch
@@ -70,16 +70,16 @@ def _fixed_batch_loss(model, trainer_like):
 
 def test_sft_lowers_loss_and_learns_the_stop_token(task_ckpt, data, tmp_path):
     out = tmp_path / "out"
-    trainer = main(_argv(task_ckpt, data, out, "--max_steps", "20", "--learning_rate", "3e-3"))
+    trainer = main(_argv(task_ckpt, data, out, "--max_steps", "14", "--learning_rate", "4e-3"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert len(losses) == 20
+    assert len(losses) == 14
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < first - 1.0, losses
     # the in-sample <|endoftext|> tokens reach the loss: they stay attended and labelled
     tok = trainer.processing_class
     loss_after, batch = _fixed_batch_loss(trainer.model, trainer)
     assert tok.pad_token_id == tok.eos_token_id
-    assert ((batch["labels"] == tok.eos_token_id) & batch["attention_mask"]).sum() == 8 * TURNS
+    assert ((batch["labels"] == tok.eos_token_id) & batch["attention_mask"]).sum() == 4 * TURNS
     # the saved output is a loadable checkpoint (tokenizer, config, tower dir) with the trained weights
     from llava_hybrid.host.builder import load_pretrained_model
     tok2, model, _, _ = load_pretrained_model(str(out), None, "out", device="cpu")
