@@ -157,3 +157,26 @@ def test_unfreeze_mm_vision_tower_trains_and_saves_the_tower(task_ckpt, data, tm
     saved = SiglipVisionModel.from_pretrained(str(tmp_path / "out" / "vision_tower")).state_dict()
     assert all(torch.equal(saved[k], trained[k]) for k in changed)
     assert json.loads((tmp_path / "out" / "config.json").read_text())["mm_vision_tower"] == "vision_tower"
+
+
+def test_llama_lm_gets_a_new_projector_with_llava_pretrain_flags(ckpt, data, tmp_path):
+    """LLaVA's stage-1 recipe on a plain (model_type llama) LM: new tower + projector, plain template."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    lm_dir = tmp_path / "llama"
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(lm_dir)
+    tok.save_pretrained(lm_dir)
+    one_turn = [dict(s, conversations=s["conversations"][:2]) for s in json.loads((data / "data.json").read_text())]
+    (tmp_path / "plain.json").write_text(json.dumps(one_turn))
+    argv = _argv(str(lm_dir), data, tmp_path / "out", "--max_steps", "2", "--vision_tower", f"{ckpt}/vision_tower",
+                 "--mm_projector_type", "mlp2x_gelu", "--tune_mm_mlp_adapter", "True", "--image_aspect_ratio", "square")
+    argv[argv.index("--version") + 1] = "plain"
+    argv[argv.index("--data_path") + 1] = str(tmp_path / "plain.json")
+    trainer = main(argv)
+    model = trainer.model
+    assert type(model).__name__ == "LlavaLlamaForCausalLM"
+    assert model.config.mm_projector_type == "mlp2x_gelu" and model.config.mm_vision_select_layer == -2
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        n for n, _ in model.named_parameters() if "mm_projector" in n}
+    assert (tmp_path / "out" / "mm_projector.bin").is_file()
