@@ -24,7 +24,8 @@ def make(family="phi", dtype=torch.float32):
     if family == "phi":
         model = HybridPhiForCausalLM(HybridPhiConfig(**TINY, partial_rotary_factor=0.5))
     else:
-        model = HybridLlamaForCausalLM(HybridLlamaConfig(**TINY, num_key_value_heads=2))
+        # GQA and d_state != head_dim: the Mamba state shapes differ from the attention ones
+        model = HybridLlamaForCausalLM(HybridLlamaConfig(**TINY, num_key_value_heads=2, mamba_d_state=8))
     model.config.eos_token_id = None  # model.generate would stop at config.eos_token_id (2 by default)
     return model.to(dtype).eval()
 

@@ -208,7 +208,12 @@ class HybridCausalLMBase(HybridPreTrainedModel):
     def allocate_cache(self, batch_size: int, max_length: int, device=None, dtype=None) -> HybridCache:
         """A HybridCache for this model (device/dtype default to the embedding's)."""
         weight = self.get_input_embeddings().weight
-        return HybridCache(self.config, batch_size, max_length, device or weight.device, dtype or weight.dtype)
+        cache = HybridCache(self.config, batch_size, max_length, device or weight.device, dtype or weight.dtype)
+        for i, state in cache.ssm.items():  # the config-derived shapes are the mixers' own
+            mixer = self.model.layers[i].mamba
+            assert state.conv.shape[1:] == (mixer.conv_dim, mixer.d_conv), (state.conv.shape, mixer)
+            assert state.ssm.shape[1:] == (mixer.n_heads, mixer.head_dim, mixer.d_state), (state.ssm.shape, mixer)
+        return cache
 
     def forward(
         self,
