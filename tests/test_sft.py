@@ -91,7 +91,8 @@ def test_sft_lowers_loss_and_learns_the_stop_token(task_ckpt, data, tmp_path):
 
 
 def test_tune_mm_mlp_adapter_trains_only_the_projector(ckpt, data, tmp_path):
-    trainer = main(_argv(ckpt, data, tmp_path / "out", "--max_steps", "2", "--tune_mm_mlp_adapter", "True"))
+    trainer = main(_argv(ckpt, data, tmp_path / "out", "--max_steps", "2", "--tune_mm_mlp_adapter", "True",
+                        "--group_by_modality_length", "True"))
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainable and all("mm_projector" in n for n in trainable)
     assert (tmp_path / "out" / "mm_projector.bin").is_file()
