@@ -181,3 +181,9 @@ def test_llama_lm_gets_a_new_projector_with_llava_pretrain_flags(ckpt, data, tmp
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {
         n for n, _ in model.named_parameters() if "mm_projector" in n}
     assert (tmp_path / "out" / "mm_projector.bin").is_file()
+
+
+def test_freeze_backbone_keeps_projector_and_head_trainable(ckpt, data, tmp_path):
+    trainer = main(_argv(ckpt, data, tmp_path / "out", "--max_steps", "1", "--freeze_backbone", "True"))
+    trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable == {"model.mm_projector", "lm_head.weight", "lm_head.bias"}

@@ -41,7 +41,8 @@ from .tiny import TOWER_SUBDIR  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-# mm_* flags that describe the tower/projector; None means "the checkpoint's value (or LLaVA's default)"
+# mm_* flags that describe the tower/projector; None means the checkpoint's value, else these (the
+# values LLaVA's and TinyLLaVA's fine-tuning scripts pass; LLaVA's dataclass defaults differ)
 MM_FLAG_DEFAULTS = {"mm_vision_select_layer": -2, "mm_projector_type": "mlp2x_gelu",
                     "mm_vision_select_feature": "patch"}
 
@@ -178,10 +179,24 @@ def setup_vision(model, tokenizer, model_args, data_args, training_args, has_ima
     config.tokenizer_padding_side = tokenizer.padding_side
     config.tokenizer_model_max_length = tokenizer.model_max_length
 
-    projector = model.get_model().mm_projector
-    if model_args.freeze_backbone:
-        model.get_model().requires_grad_(False)
-        projector.requires_grad_(True)
+    set_trainable(model, model_args, training_args)
+    config.mm_use_im_start_end = data_args.mm_use_im_start_end = model_args.mm_use_im_start_end
+    config.mm_projector_lr = training_args.mm_projector_lr
+    training_args.use_im_start_end = model_args.mm_use_im_start_end
+    config.mm_use_im_patch_token = model_args.mm_use_im_patch_token
+    if model_args.mm_use_im_patch_token or model_args.mm_use_im_start_end:
+        model.initialize_vision_tokenizer(model_args, tokenizer=tokenizer)
+
+
+def set_trainable(model, model_args: ModelArguments, training_args: TrainingArguments) -> None:
+    """LLaVA's trainable-part flags, in LLaVA's order, plus --unfreeze_mm_vision_tower.
+
+    --freeze_backbone (applied at load) keeps the projector trainable, as LLaVA's
+    initialize_vision_modules does; --tune_mm_mlp_adapter trains only the projector;
+    --freeze_mm_mlp_adapter freezes it; the tower is frozen unless --unfreeze_mm_vision_tower.
+    """
+    config, projector, tower = model.config, model.get_model().mm_projector, model.get_vision_tower()
+    projector.requires_grad_(True)
     config.tune_mm_mlp_adapter = training_args.tune_mm_mlp_adapter = model_args.tune_mm_mlp_adapter
     if model_args.tune_mm_mlp_adapter:
         model.requires_grad_(False)
@@ -193,13 +208,6 @@ def setup_vision(model, tokenizer, model_args, data_args, training_args, has_ima
     config.unfreeze_mm_vision_tower = model_args.unfreeze_mm_vision_tower
     if model_args.unfreeze_mm_vision_tower:
         unfreeze_tower(tower)
-
-    config.mm_use_im_start_end = data_args.mm_use_im_start_end = model_args.mm_use_im_start_end
-    config.mm_projector_lr = training_args.mm_projector_lr
-    training_args.use_im_start_end = model_args.mm_use_im_start_end
-    config.mm_use_im_patch_token = model_args.mm_use_im_patch_token
-    if model_args.mm_use_im_patch_token or model_args.mm_use_im_start_end:
-        model.initialize_vision_tokenizer(model_args, tokenizer=tokenizer)
 
 
 def unfreeze_tower(tower) -> None:
