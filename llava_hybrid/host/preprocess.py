@@ -190,7 +190,11 @@ def preprocess(sources, tokenizer, has_image: bool = False):
     """Stand-in for `llava.train.train.preprocess`: phi template -> `preprocess_phi`, else LLaVA's."""
     if conversation_lib.default_conversation.version == "phi":
         return preprocess_phi(sources, tokenizer, has_image=has_image)
-    return original_of(preprocess)(sources, tokenizer, has_image=has_image)
+    original = original_of(preprocess)
+    if original is None:  # register() has not run: LLaVA's own function is still in place
+        original = llava_train_module().preprocess
+    assert original is not preprocess
+    return original(sources, tokenizer, has_image=has_image)
 
 
 def register() -> None:

@@ -1,0 +1,173 @@
+"""Each upstream patch fixes its breakage on the installed transformers (real LLaVA code paths)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import llava_hybrid.patches as patches
+from llava_hybrid import _patching
+
+ALL = ["layernorm_alias", "cache_position", "train_sampler_arity", "create_optimizer_arity",
+       "processing_class", "cuda_synchronize", "save_checkpoint_metrics", "loss_kwargs", "image_dtype",
+       "training_args_flags"]
+
+
+def _expected_names():
+    v = patches.transformers_version()
+    guards = {"layernorm_alias": v >= (4, 53), "cache_position": v >= (4, 38),
+              "train_sampler_arity": v >= (4, 52), "create_optimizer_arity": v >= (5, 0),
+              "processing_class": v >= (5, 0), "cuda_synchronize": not torch.cuda.is_available(),
+              "save_checkpoint_metrics": v >= (4, 47), "loss_kwargs": v >= (4, 46), "image_dtype": True,
+              "training_args_flags": v >= (4, 51)}
+    return [name for name in ALL if guards[name]]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def applied():
+    names = patches.apply_all()
+    import llava.train.train  # noqa: F401  (fires the patches waiting for llava.train / transformers.trainer)
+    import transformers.hf_argparser  # noqa: F401
+    return names
+
+
+def test_apply_all_is_version_guarded_and_idempotent(applied):
+    assert sorted(applied) == sorted(_expected_names())
+    assert patches.apply_all() == applied
+    assert set(patches.status().values()) == {"applied"}
+    assert patches.parse_version("4.37.2") == (4, 37, 2) and patches.parse_version("5.0.0rc1") == (5, 0, 0)
+
+
+def _py(code, **env):
+    full = dict(os.environ, LLAVA_HYBRID_DISABLE="1", **env)
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=120)
+
+
+def test_layernorm_alias_makes_llava_train_importable():
+    # one fresh process (startup hook off): the bare import fails, then succeeds after apply_all()
+    code = ("try:\n import llava.train.train\nexcept ImportError as e:\n print('BARE', e)\n"
+            "import llava_hybrid.patches as p; p.apply_all(); import llava.train.train\n"
+            "import transformers.trainer as tt, transformers.pytorch_utils as pu\n"
+            "assert tt.ALL_LAYERNORM_LAYERS is pu.ALL_LAYERNORM_LAYERS\nprint('FIXED')")
+    proc = _py(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "BARE" in proc.stdout and "ALL_LAYERNORM_LAYERS" in proc.stdout and "FIXED" in proc.stdout
+
+
+def _tiny_llava_llama():
+    from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+
+    cfg = LlavaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                      pad_token_id=0, eos_token_id=63, bos_token_id=1)
+    return LlavaLlamaForCausalLM(cfg).eval()
+
+
+def test_llava_llama_forward_accepts_cache_position_by_name():
+    import inspect
+
+    model = _tiny_llava_llama()
+    params = inspect.signature(model.forward).parameters
+    assert "cache_position" in params and not any(p.kind == p.VAR_KEYWORD for p in params.values())
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with_pos = model(input_ids=ids, cache_position=torch.arange(4)).logits
+    torch.testing.assert_close(plain, with_pos)
+    # generate validates attention_mask against the named signature and stops at max_new_tokens
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 3)
+
+
+class _TextDataset(torch.utils.data.Dataset):
+    """Token sequences with LLaVA's `modality_lengths` (negative = text-only)."""
+
+    def __init__(self, n=8, length=6):
+        g = torch.Generator().manual_seed(0)
+        self.items = [torch.randint(2, 60, (length,), generator=g) for _ in range(n)]
+        self.modality_lengths = [-length] * n
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.items[i], "labels": self.items[i].clone()}
+
+
+def _trainer(tmp_path, **args):
+    from llava.train.llava_trainer import LengthGroupedSampler, LLaVATrainer  # noqa: F401
+    from llava.train.train import TrainingArguments
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, "<unk>")))
+    targs = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=2,
+                              learning_rate=1e-3, logging_steps=1, save_strategy="steps", **args)
+    trainer = LLaVATrainer(model=_tiny_llava_llama().train(), tokenizer=tok, args=targs,
+                           train_dataset=_TextDataset(), data_collator=_stack)
+    return trainer, tok
+
+
+def _stack(features):
+    return {key: torch.stack([f[key] for f in features]) for key in features[0]}
+
+
+def test_llava_trainer_constructs_samples_trains_and_checkpoints(tmp_path):
+    from llava.train.llava_trainer import LengthGroupedSampler
+
+    trainer, tok = _trainer(tmp_path, group_by_modality_length=True, max_steps=2, save_steps=2,
+                            gradient_accumulation_steps=2)
+    assert trainer.processing_class is tok  # (d) tokenizer= mapped to processing_class=
+    assert isinstance(trainer._get_train_sampler(trainer.train_dataset), LengthGroupedSampler)  # (c)
+    assert trainer.model_accepts_loss_kwargs is False  # (g) LLaVA returns a mean loss
+    trainer.create_optimizer(trainer.model)  # delayed-creation arity
+    trainer.optimizer = None
+    result = trainer.train()  # LLaVA's optimizer groups (ALL_LAYERNORM_LAYERS), sampler, checkpoint (f)
+    assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
+    assert (tmp_path / "checkpoint-2" / "model.safetensors").exists()
+
+
+def test_llava_trainer_default_sampler_without_modality_grouping(tmp_path):
+    trainer, _ = _trainer(tmp_path, max_steps=1)
+    sampler = trainer._get_train_sampler(trainer.train_dataset)
+    assert isinstance(sampler, torch.utils.data.RandomSampler)
+    other = _TextDataset(n=4)
+    assert len(trainer._get_train_sampler(other)) == 4
+
+
+def test_cuda_synchronize_is_a_noop_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA the patch is not needed")
+    original = _patching.original_of(torch.cuda.synchronize)
+    with pytest.raises((AssertionError, RuntimeError)):
+        original()  # what llava's safe_save_model_for_hf_trainer would hit under DeepSpeed on CPU
+    assert torch.cuda.synchronize() is None
+
+
+def test_renamed_training_flags_are_rewritten(tmp_path):
+    from llava.train.train import TrainingArguments
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser((TrainingArguments,))
+    old = ["--output_dir", str(tmp_path), "--evaluation_strategy", "no", "--warmup_ratio=0.03"]
+    (args,) = parser.parse_args_into_dataclasses(old)
+    assert args.eval_strategy == "no" and args.warmup_steps == pytest.approx(0.03)
+    original = _patching.original_of(HfArgumentParser.parse_args_into_dataclasses)
+    with pytest.raises((ValueError, SystemExit)):
+        original(parser, old)  # the installed transformers rejects the old names
+    with pytest.raises(ValueError, match="--warmup_steps"):
+        parser.parse_args_into_dataclasses(old + ["--warmup_steps", "5"])
+
+
+def test_half_images_reach_a_float32_model(tmp_path):
+    from llava_hybrid.host.builder import load_pretrained_model
+    from llava_hybrid.host.tiny import build_tiny_llava_phi
+
+    ckpt = build_tiny_llava_phi(str(tmp_path / "tiny"))
+    _tok, model, processor, _ctx = load_pretrained_model(ckpt, None, "tiny", device="cpu")
+    size = processor.crop_size["height"] if hasattr(processor, "crop_size") else processor.size["height"]
+    images = torch.rand(1, 3, size, size).half()  # as llava.eval.model_vqa sends them
+    with torch.no_grad():
+        feats = model.encode_images(images)
+    assert feats.dtype == torch.float32 and feats.shape[0] == 1
