@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> dict:
         "sequential": {"median_s": t_seq, "times_s": seq_times},
         "chunked": rows,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__},
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "load_average_1_5_15_min_at_end": list(os.getloadavg())},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
