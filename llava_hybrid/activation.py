@@ -19,10 +19,10 @@ REGISTRANTS = ("llava_hybrid.host", "llava_hybrid.hybrid")
 def activate() -> Dict[str, object]:
     """Apply every needed upstream patch, register the host and hybrid models, re-bind imported names.
 
-    Idempotent: the second call returns the first call's summary without doing anything. Returns
-    {"patches": [needed patch names], "registered": [rooms registered], "skipped": [rooms without
-    register()], "rebound": number of names re-pointed in already-imported llava modules}. A room's
-    register() that exists and fails raises (the plugin must not half-load).
+    Idempotent and thread-safe: the second call returns the first call's summary without doing
+    anything. Returns {"patches": [needed patch names], "registered": [rooms registered],
+    "rebound": number of names re-pointed in already-imported llava modules}. A room that fails to
+    import or register raises (the plugin must not half-load).
     """
     global _SUMMARY, _IN_PROGRESS
     with _LOCK:
@@ -44,16 +44,10 @@ def _activate_once() -> Dict[str, object]:
 
     summary: Dict[str, object] = {"patches": patches.apply_all()}
     registered: List[str] = []
-    skipped: List[str] = []
     for room in REGISTRANTS:
-        register = _find_register(room)
-        if register is None:
-            skipped.append(room)
-            continue
-        register()
+        _find_register(room)()
         registered.append(room)
     summary["registered"] = registered
-    summary["skipped"] = skipped
     summary["rebound"] = _patching.rebind_imported()
     return summary
 
@@ -64,9 +58,9 @@ def is_active() -> bool:
 
 
 def _find_register(room: str):
-    """`room.register` or None when the room does not define one (yet); import errors propagate."""
+    """`room.register`; import errors propagate, a missing register() is a broken install."""
     module = importlib.import_module(room)
     register = getattr(module, "register", None)
     if register is None:
-        _log.debug("llava_hybrid: %s has no register(); skipped", room)
+        raise RuntimeError(f"llava_hybrid.activate(): {room} defines no register() (see docs/design.md)")
     return register

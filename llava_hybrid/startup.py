@@ -24,11 +24,10 @@ from typing import Optional
 from llava_hybrid import _patching
 
 PTH_NAME = "llava_hybrid_startup.pth"
-# One line: `site` executes .pth lines that start with "import". The guard keeps interpreter start
-# clean when the package was removed without `uninstall`, and skips even this import when disabled.
-PTH_LINE = ("import os, importlib.util; os.environ.get('LLAVA_HYBRID_DISABLE', '') in ('', '0') "
-            "and importlib.util.find_spec('llava_hybrid') is not None "
-            "and __import__('llava_hybrid.startup')\n")
+# The packaged llava_hybrid/llava_hybrid_startup.pth holds the one line `install` copies: `site`
+# executes .pth lines that start with "import"; its guard keeps interpreter start clean when the
+# package was removed without `uninstall`, and skips even importing this module when disabled.
+PTH_LINE = (Path(__file__).with_name(PTH_NAME)).read_text()
 DISABLE_ENV = "LLAVA_HYBRID_DISABLE"
 TRIGGERS = ("llava", "llava.conversation", "llava.model.builder")
 
