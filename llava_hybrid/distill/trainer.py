@@ -312,8 +312,8 @@ def main(argv: Optional[List[str]] = None):
             if stale.startswith(TMP_PREFIX):
                 shutil.rmtree(os.path.join(training_args.output_dir, stale), ignore_errors=True)
     resume = last_checkpoint(training_args.output_dir)
-    if resume:
-        logger.info("distill: resuming from %s", resume)
+    if resume and training_args.should_log:
+        print(f"distill: resuming from {resume}", flush=True)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
     student.config.use_cache = True
