@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 
 from llava_hybrid.host.tiny import TOWER_SUBDIR
@@ -28,8 +29,8 @@ class TeacherConfig:
     vision_layers: int = 2          # SigLIP tower depth
     image_size: int = 64            # easy-VQA's native 64x64
     patch_size: int = 16            # 4x4 = 16 image tokens
-    max_steps: int = 600
-    batch_size: int = 32            # conversations (images) per step, ~10 questions each
+    max_steps: int = 300
+    batch_size: int = 16            # conversations (images) per step, ~10 questions each
     learning_rate: float = 2e-3
     warmup_steps: int = 30
     seed: int = 0
@@ -80,10 +81,26 @@ def make_tower_trainable(model) -> None:
     tower.forward = functools.partial(getattr(forward, "__wrapped__", forward), tower)
 
 
-def train_teacher(argv: list[str]):
+def time_budget_callback(max_seconds: float):
+    """A TrainerCallback that ends training after `max_seconds` of wall time (then the normal save)."""
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0 = time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.time() - self.t0 > max_seconds:
+                control.should_training_stop = True
+            return control
+
+    return TimeBudget()
+
+
+def train_teacher(argv: list[str], max_seconds: float | None = None):
     """SFT through the host entry's own parts (`sft.train`'s steps), with the tower trained.
 
-    Returns the LLaVATrainer. The trained tower is also written to <output_dir>/vision_tower so every
+    max_seconds: stop early (wall time) and save what was reached. Returns the LLaVATrainer. The trained tower is also written to <output_dir>/vision_tower so every
     loader (with or without `unfreeze_mm_vision_tower`) sees the trained weights.
     """
     from llava import conversation as conversation_lib
@@ -102,6 +119,8 @@ def train_teacher(argv: list[str]):
     make_tower_trainable(model)
     data_module = llava_train.make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
     trainer = LLaVATrainer(model=model, args=training_args, processing_class=tokenizer, **data_module)
+    if max_seconds:
+        trainer.add_callback(time_budget_callback(max_seconds))
     trainer.train()
     trainer.save_state()
     out = training_args.output_dir

@@ -1,0 +1,235 @@
+"""The easy-VQA main job: data -> teacher -> hybrid students (distillation) -> eval -> report.
+
+    python -m llava_hybrid.easyvqa                   # 25 % student from the shipped teacher
+    python -m llava_hybrid.easyvqa --train-teacher   # retrain the teacher first (the recipe)
+    python -m llava_hybrid.easyvqa --full            # + the ablation grid (ratio, position, loss, init)
+
+Every stage runs the project's real entry points: `prepare_easyvqa` (data + task tokenizer), the
+teacher recipe over the SFT entry, `scripts/distill_hybrid.py` (a subprocess, as a user would run
+it), `python -m llava_hybrid.run llava.eval.model_vqa` (LLaVA's unchanged eval script) and the
+exact-match scorer. The report is docs/easyvqa.md + docs/easyvqa/results.json (+ PNG plots).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+
+from tqdm import tqdm
+
+from . import score, teacher
+from .data import prepare
+from .tokenizer import build_easyvqa_tokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHIPPED_TEACHER = os.path.join(REPO, "playground", "easyvqa", "teacher")
+# loss name -> (alpha L_layer, beta L_prob, gamma L_ce), Eq. 11
+LOSSES = {"ce": (0, 0, 1), "layer": (1, 0, 0), "prob": (0, 1, 0), "prob+layer": (1, 1, 0),
+          "prob+layer+ce": (1, 1, 1)}
+RATIOS = ("0.125", "0.25", "0.5")
+POSITIONS = ("even", "begin", "middle", "end")
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """One distillation run."""
+    ratio: str = "0.25"
+    positions: str = "even"
+    loss: str = "prob+layer"
+    init: str = "attention"   # attention (Eq. 6) | random
+
+    @property
+    def name(self) -> str:
+        return f"r{self.ratio}-{self.positions}-{self.loss}-{self.init}".replace("+", "_")
+
+
+@dataclass
+class RunConfig:
+    """What the pipeline does; `smoke()` shrinks it for CI."""
+    out: str = os.path.join(REPO, "runs", "easyvqa")
+    report_dir: str = os.path.join(REPO, "docs")
+    train_teacher: bool = False
+    teacher_dir: str = SHIPPED_TEACHER
+    teacher_cfg: teacher.TeacherConfig = field(default_factory=teacher.TeacherConfig)
+    augment: int = 0
+    test_subset: int = 1000
+    max_train_images: int | None = None
+    max_test_images: int | None = None
+    distill_steps: int = 150
+    distill_batch: int = 16
+    distill_lr: float = 1e-3
+    full: bool = False
+    threads: int = 2
+
+
+def smoke_config(out: str, report_dir: str) -> RunConfig:
+    """The whole pipeline shrunk for CI: 12 train / 2 test images, a tiny teacher, a few steps."""
+    tiny = teacher.TeacherConfig(hidden_size=64, num_layers=4, num_heads=2, vision_hidden=32, vision_layers=1,
+                                 max_steps=40, batch_size=4, learning_rate=3e-3, warmup_steps=2)
+    return RunConfig(out=out, report_dir=report_dir, train_teacher=True, teacher_cfg=tiny, test_subset=6,
+                     max_train_images=12, max_test_images=2, distill_steps=10, distill_batch=2, threads=1)
+
+
+def _env(threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _run(cmd: list[str], log_file: str, threads: int) -> None:
+    """Run a stage's command, its output to log_file; RuntimeError with the log tail on failure."""
+    with open(log_file, "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(threads), cwd=REPO)
+    if proc.returncode != 0:
+        with open(log_file) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"stage failed ({' '.join(cmd[:4])} ...), log {log_file}:\n{tail}")
+
+
+def distill_argv(spec: StudentSpec, teacher_dir: str, data: dict, out_dir: str, cfg: RunConfig) -> list[str]:
+    """scripts/distill_hybrid.py flags for one student."""
+    alpha, beta, gamma = LOSSES[spec.loss]
+    return [
+        "--model_name_or_path", teacher_dir, "--version", "phi",
+        "--data_path", data["train"], "--image_folder", data["image_folder"],
+        "--mm_hybrid_ratio", spec.ratio, "--mm_hybrid_positions", spec.positions,
+        "--init_from_attention", str(spec.init == "attention"), "--trainable", "mamba,mm_projector",
+        "--distill_alpha", str(alpha), "--distill_beta", str(beta), "--distill_gamma", str(gamma),
+        "--output_dir", out_dir, "--max_steps", str(cfg.distill_steps),
+        "--per_device_train_batch_size", str(cfg.distill_batch), "--learning_rate", str(cfg.distill_lr),
+        "--model_max_length", "512", "--use_cpu", "True", "--bf16", "False",
+        "--logging_steps", "5", "--save_strategy", "no", "--report_to", "none",
+        "--dataloader_num_workers", "0", "--lazy_preprocess", "True", "--seed", "0",
+    ]
+
+
+def evaluate(model_dir: str, data: dict, out_dir: str, threads: int) -> dict:
+    """Answers by `llava.eval.model_vqa` (unchanged, via llava_hybrid.run) -> exact-match scores."""
+    answers = os.path.join(out_dir, "answers.jsonl")
+    question_file = data.get("test_subset", data["test"])
+    cmd = [sys.executable, "-m", "llava_hybrid.run", "llava.eval.model_vqa", "--model-path", model_dir,
+           "--question-file", question_file, "--image-folder", data["image_folder"],
+           "--answers-file", answers, "--conv-mode", "phi", "--temperature", "0"]
+    os.makedirs(out_dir, exist_ok=True)
+    _run(cmd, os.path.join(out_dir, "eval.log"), threads)
+    return score.score_files(question_file, answers)
+
+
+def loss_curve(run_dir: str) -> list[tuple[int, float]]:
+    """(step, loss) pairs from a run's trainer_state.json (empty when the run logged none)."""
+    path = os.path.join(run_dir, "trainer_state.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        history = json.load(f).get("log_history", [])
+    return [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+
+
+def student_grid(full: bool) -> dict[str, list[StudentSpec]]:
+    """{ablation name: specs}; the main student (25 %, even, prob+layer, attention init) always runs."""
+    main = StudentSpec()
+    grid = {"main": [main]}
+    if full:
+        grid["ratio"] = [replace(main, ratio=r) for r in RATIOS]
+        grid["position"] = [replace(main, positions=p) for p in POSITIONS]
+        grid["loss"] = [replace(main, loss=name) for name in LOSSES]
+        grid["init"] = [replace(main, init=i) for i in ("attention", "random")]
+    return grid
+
+
+def run(cfg: RunConfig) -> dict:
+    """Run the pipeline; returns the results dict (also written to <report_dir>/easyvqa/results.json)."""
+    from .report import write_report
+
+    t0 = time.time()
+    grid = student_grid(cfg.full)
+    specs = list(dict.fromkeys(s for group in grid.values() for s in group))
+    stages = tqdm(total=2 + (1 if cfg.train_teacher else 0) + 2 * len(specs), desc="easy-VQA", unit="stage")
+    # 1. data + task tokenizer
+    stages.set_postfix_str("data")
+    data = prepare(os.path.join(cfg.out, "data"), augment=cfg.augment, test_subset=cfg.test_subset,
+                   max_train_images=cfg.max_train_images, max_test_images=cfg.max_test_images)
+    stages.update()
+    # 2. teacher: shipped, or trained by the recipe
+    teacher_dir = cfg.teacher_dir
+    if cfg.train_teacher:
+        stages.set_postfix_str("teacher (SFT)")
+        tok_dir = os.path.join(cfg.out, "tokenizer")
+        build_easyvqa_tokenizer(tok_dir)
+        init_dir = teacher.build_initial_checkpoint(os.path.join(cfg.out, "teacher-init"), tok_dir, cfg.teacher_cfg)
+        teacher_dir = os.path.join(cfg.out, "teacher")
+        argv = teacher.sft_argv(init_dir, data["train"], data["image_folder"], teacher_dir, cfg.teacher_cfg)
+        t = time.time()
+        teacher.train_teacher(argv)
+        teacher.write_recipe_card(teacher_dir, cfg.teacher_cfg, argv, {"train_s": time.time() - t})
+        stages.update()
+    elif not os.path.isfile(os.path.join(teacher_dir, "config.json")):
+        raise ValueError(f"--teacher {teacher_dir!r}: no checkpoint there; pass --train-teacher to train one")
+    stages.set_postfix_str("eval teacher")
+    results = {"teacher": {**evaluate(teacher_dir, data, os.path.join(cfg.out, "eval", "teacher"), cfg.threads),
+                           "path": os.path.relpath(teacher_dir, REPO),
+                           "loss_curve": loss_curve(teacher_dir)}}
+    stages.update()
+    # 3. students: distill, then eval
+    runs = {}
+    for spec in specs:
+        stages.set_postfix_str(f"distill {spec.name}")
+        run_dir = os.path.join(cfg.out, "students", spec.name)
+        t = time.time()
+        _run([sys.executable, os.path.join(REPO, "scripts", "distill_hybrid.py"),
+              *distill_argv(spec, teacher_dir, data, run_dir, cfg)],
+             os.path.join(cfg.out, f"distill-{spec.name}.log"), cfg.threads)
+        distill_s = time.time() - t
+        stages.update()
+        stages.set_postfix_str(f"eval {spec.name}")
+        runs[spec] = {**evaluate(run_dir, data, os.path.join(cfg.out, "eval", spec.name), cfg.threads),
+                      "distill_s": distill_s, "loss_curve": loss_curve(run_dir), "spec": spec.__dict__}
+        stages.update()
+    stages.close()
+    results["students"] = {s.ratio: runs[s] for s in grid.get("ratio", grid["main"])}
+    if cfg.full:
+        results["position_ablation"] = {s.positions: runs[s] for s in grid["position"]}
+        results["loss_ablation"] = {s.loss: runs[s] for s in grid["loss"]}
+        results["init_ablation"] = {s.init: runs[s] for s in grid["init"]}
+    results["runtime_s"] = time.time() - t0
+    results["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch threads {cfg.threads}"
+    results["config"] = {"test_questions": results["teacher"]["n"], "distill_steps": cfg.distill_steps,
+                         "distill_batch": cfg.distill_batch, "distill_lr": cfg.distill_lr, "full": cfg.full}
+    write_report(results, cfg.report_dir)
+    return results
+
+
+def parse_args(argv=None) -> RunConfig:
+    """RunConfig from command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = RunConfig()
+    p.add_argument("--out", default=d.out, help="work directory (data, checkpoints, answers)")
+    p.add_argument("--report-dir", default=d.report_dir, help="where easyvqa.md and easyvqa/ are written")
+    p.add_argument("--teacher", default=d.teacher_dir, help="teacher checkpoint (default: the shipped one)")
+    p.add_argument("--train-teacher", action="store_true", help="train the teacher with the recipe first")
+    p.add_argument("--teacher-steps", type=int, default=d.teacher_cfg.max_steps)
+    p.add_argument("--full", action="store_true", help="run the ablation grid")
+    p.add_argument("--test-subset", type=int, default=d.test_subset, help="fixed test subset size (0 = all)")
+    p.add_argument("--distill-steps", type=int, default=d.distill_steps)
+    p.add_argument("--distill-batch", type=int, default=d.distill_batch)
+    p.add_argument("--distill-lr", type=float, default=d.distill_lr)
+    p.add_argument("--augment", type=int, default=d.augment)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--smoke", action="store_true", help="the CI-sized run (tiny data, model and steps)")
+    a = p.parse_args(argv)
+    if a.smoke:
+        return replace(smoke_config(a.out, a.report_dir), full=a.full)
+    return RunConfig(out=a.out, report_dir=a.report_dir, train_teacher=a.train_teacher, teacher_dir=a.teacher,
+                     teacher_cfg=replace(d.teacher_cfg, max_steps=a.teacher_steps), augment=a.augment,
+                     test_subset=a.test_subset, distill_steps=a.distill_steps, distill_batch=a.distill_batch,
+                     distill_lr=a.distill_lr, full=a.full, threads=a.threads)
+
+
+def main(argv=None) -> dict:
+    """`python -m llava_hybrid.easyvqa`."""
+    return run(parse_args(argv))
