@@ -5,12 +5,15 @@ For every model, engine, batch and generated length one row:
                           KV for attention layers, fixed Mamba states), for the teacher and every hybrid
     engine "hf_generate"  the teacher's weights in stock transformers `PhiForCausalLM.generate` (the paper's
                           baseline: a KV cache grown every step)
-Protocol: a short random prompt, eos disabled, greedy. decode tokens/s = (T - 1) / (t(T) - t(1)), where
-t(n) is the wall time of a generate call producing n tokens: the prefill and the cache allocation cancel.
-Memory: CUDA `max_memory_allocated` over the T-token call; on CPU the tensor accounting of weights + cache
-(HybridCache.nbytes() on the meta device, or the DynamicCache that generate returned) and the process peak
-RSS. A CUDA out-of-memory is caught and recorded (`oom: true`); longer lengths of that model, engine and
-batch are then recorded as OOM without running.
+Timing: a short random prompt, eos disabled, greedy; tokens_per_s = batch * (T - 1) / (seconds from the
+first new token, i.e. the end of the prefill, to the T-th), read from a clock that syncs the device only at
+the lengths asked for. Protocol "prefix" (default) times ONE run of max(T) tokens at every T (greedy: its
+first T tokens are the T-token run); "per_length" runs each T separately (exact CUDA peak memory per T).
+Memory: per_length on CUDA: `max_memory_allocated` of the T-token call; otherwise the tensor accounting
+weights + cache (HybridCache.nbytes() built on the meta device for P + T tokens, or the DynamicCache that
+generate returned, which is linear in its tokens), plus the process peak RSS (a high-water mark) on CPU.
+A CUDA out-of-memory is caught and recorded (`oom: true`); longer lengths of that model, engine and batch
+are then recorded as OOM without running.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
 from llava_hybrid.hybrid import HybridCache, generate_tokens
 
@@ -40,21 +44,13 @@ class DecodeBenchSpec:
     batches: tuple[int, ...] = (1,)
     prompt_len: int = 16
     engines: tuple[str, ...] = ("same", "hf_generate")
+    protocol: str = "prefix"  # "prefix": one run per batch timed at each length; "per_length": one run per length
     seed: int = 0
 
 
 def _sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-
-
-def _timed(fn, device) -> tuple[float, object]:
-    """(wall seconds, result) of fn() with the device synchronised on both sides."""
-    _sync(device)
-    start = time.perf_counter()
-    result = fn()
-    _sync(device)
-    return time.perf_counter() - start, result
 
 
 def _tensor_bytes(cache) -> int:
@@ -67,69 +63,172 @@ def _tensor_bytes(cache) -> int:
     return total
 
 
-def _generate(model, engine: str, ids: torch.Tensor, n: int) -> int:
+class StepClock:
+    """Wall time at which chosen token counts are reached in one generate call (the device is synchronised
+    only at those counts, so the decode loop keeps its normal host/device overlap in between)."""
+
+    def __init__(self, checkpoints, device):
+        self.checkpoints, self.device = set(checkpoints) | {1}, device
+        self.count, self.times = 0, {}
+
+    def tick(self) -> None:
+        """One more token produced."""
+        self.count += 1
+        if self.count in self.checkpoints:
+            _sync(self.device)
+            self.times[self.count] = time.perf_counter()
+
+    def decode_seconds(self, n: int) -> float:
+        """Seconds from token 1 (end of the prefill) to token n: the decode of n - 1 tokens."""
+        return self.times[n] - self.times[1]
+
+
+class _ClockedModel:
+    """The project model as `generate_tokens` sees it, ticking the clock after each `next_token_logits`
+    (call k returns the logits that pick token k + 1; call 0 is the prefill)."""
+
+    def __init__(self, model, clock: StepClock):
+        self.model, self.clock, self.config = model, clock, model.config
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def allocate_cache(self, batch_size, max_length):
+        return self.model.allocate_cache(batch_size, max_length)
+
+    def next_token_logits(self, **kwargs):
+        logits = self.model.next_token_logits(**kwargs)
+        self.clock.tick()
+        return logits
+
+
+class _ClockStreamer(BaseStreamer):
+    """transformers streamer ticking the clock per new token (generate first `put`s the prompt)."""
+
+    def __init__(self, clock: StepClock):
+        self.clock, self.prompt_seen = clock, False
+
+    def put(self, value):
+        if self.prompt_seen:
+            self.clock.tick()
+        self.prompt_seen = True
+
+    def end(self):
+        pass
+
+
+def _generate(model, engine: str, ids: torch.Tensor, n: int, clock: StepClock | None = None) -> int:
     """Generate exactly n new tokens with `engine`; returns the bytes of the cache it used."""
     if engine == "same":
-        out = generate_tokens(model, ids, max_new_tokens=n).sequences  # eos_token_id=None: never stops early
+        runner = model if clock is None else _ClockedModel(model, clock)
+        out = generate_tokens(runner, ids, max_new_tokens=n).sequences  # eos_token_id=None: never stops early
         assert out.shape[1] == n, out.shape
-        meta = HybridCache(model.config, ids.shape[0], ids.shape[1] + n, device="meta",
-                           dtype=model.get_input_embeddings().weight.dtype)
-        return sum(meta.nbytes().values())
+        return _same_cache_bytes(model, ids.shape[0], ids.shape[1] + n)
+    streamer = None if clock is None else _ClockStreamer(clock)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                         eos_token_id=None, pad_token_id=0, return_dict_in_generate=True)
+                         eos_token_id=None, pad_token_id=0, return_dict_in_generate=True, streamer=streamer)
     assert out.sequences.shape[1] == ids.shape[1] + n, out.sequences.shape
     return _tensor_bytes(out.past_key_values)
 
 
-def measure(model, engine: str, batch: int, gen_len: int, prompt_len: int, device, seed: int = 0) -> dict:
-    """One row's measurements: tokens_per_s, decode_s, peak_mem_bytes, cache_bytes, oom (see module doc)."""
+def _same_cache_bytes(model, batch: int, max_length: int) -> int:
+    """HybridCache.nbytes() of a cache for `max_length` tokens, built on the meta device (no memory)."""
+    meta = HybridCache(model.config, batch, max_length, device="meta", dtype=model.get_input_embeddings().weight.dtype)
+    return sum(meta.nbytes().values())
+
+
+def _prompt(model, batch: int, prompt_len: int, device, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=gen).to(device)
+    return torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=gen).to(device)
+
+
+_OOM_ROW = {"oom": True, "tokens_per_s": None, "decode_s": None, "peak_mem_bytes": None, "cache_bytes": None}
+
+
+def measure(model, engine: str, batch: int, gen_len: int, prompt_len: int, device, seed: int = 0) -> dict:
+    """Protocol "per_length": one generate call of gen_len tokens; tokens_per_s, decode_s, peak_mem_bytes
+    (CUDA max_memory_allocated, or CPU weights + cache accounting), cache_bytes, oom."""
+    ids = _prompt(model, batch, prompt_len, device, seed)
     cuda = torch.device(device).type == "cuda"
     try:
-        t_one = min(_timed(lambda: _generate(model, engine, ids, 1), device)[0] for _ in range(3))
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        t_full, cache_bytes = _timed(lambda: _generate(model, engine, ids, gen_len), device)
+        clock = StepClock([gen_len], device)
+        cache_bytes = _generate(model, engine, ids, gen_len, clock)
     except torch.OutOfMemoryError:
         gc.collect()
         torch.cuda.empty_cache()
-        return {"oom": True, "tokens_per_s": None, "decode_s": None, "peak_mem_bytes": None, "cache_bytes": None}
-    decode_s = max(t_full - t_one, 1e-9)
+        return dict(_OOM_ROW)
+    decode_s = clock.decode_seconds(gen_len)
     weights = weight_bytes(model)
     row = {"oom": False, "tokens_per_s": batch * (gen_len - 1) / decode_s, "decode_s": decode_s,
            "weight_bytes": weights, "cache_bytes": cache_bytes}
     if cuda:
-        row["peak_mem_bytes"] = torch.cuda.max_memory_allocated()
+        row["peak_mem_bytes"], row["peak_mem_source"] = torch.cuda.max_memory_allocated(), "max_memory_allocated"
     else:
-        row["peak_mem_bytes"] = weights + cache_bytes  # tensor accounting
-        row["process_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # high-water mark
+        row["peak_mem_bytes"], row["peak_mem_source"] = weights + cache_bytes, "weights+cache accounting"
+        row["process_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # high-water
     return row
 
 
+def measure_prefixes(model, engine: str, batch: int, gen_lens, prompt_len: int, device, seed: int = 0) -> dict:
+    """Protocol "prefix": ONE generate call of max(gen_lens) tokens, timed at each length in gen_lens
+    (greedy decoding makes the first T tokens of a long run the T-token run). Memory by accounting:
+    weights + the cache a T-token run holds (HybridCache for P + T; stock DynamicCache is linear in the
+    tokens it holds, P + T - 1). Returns {gen_len: row fields}."""
+    ids = _prompt(model, batch, prompt_len, device, seed)
+    longest = max(gen_lens)
+    clock = StepClock(gen_lens, device)
+    try:
+        final_cache = _generate(model, engine, ids, longest, clock)
+    except torch.OutOfMemoryError:
+        gc.collect()
+        torch.cuda.empty_cache()
+        return {t: dict(_OOM_ROW) for t in gen_lens}
+    weights, rows = weight_bytes(model), {}
+    for t in gen_lens:
+        if engine == "same":
+            cache = _same_cache_bytes(model, batch, prompt_len + t)
+        else:
+            cache = final_cache * (prompt_len + t - 1) // (prompt_len + longest - 1)
+        decode_s = clock.decode_seconds(t)
+        rows[t] = {"oom": False, "tokens_per_s": batch * (t - 1) / decode_s, "decode_s": decode_s,
+                   "weight_bytes": weights, "cache_bytes": cache, "peak_mem_bytes": weights + cache,
+                   "peak_mem_source": "weights+cache accounting"}
+    return rows
+
+
 def _rows_for_model(model, teacher_config, engine, spec: DecodeBenchSpec, ratio: float, on_row) -> list[dict]:
-    """Every batch x length of one model through one engine (warm-up first; OOM skips longer lengths)."""
-    rows = []
-    dtype = DTYPES[spec.dtype]
+    """Every batch x length of one model through one engine (a short warm-up first; after an OOM the
+    longer lengths of that batch are recorded as OOM without running)."""
+    rows, dtype = [], DTYPES[spec.dtype]
     for batch in spec.batches:
-        oom = False
         try:
             measure(model, engine, batch, 8, spec.prompt_len, spec.device, spec.seed)  # warm-up
+            warm_oom = False
         except torch.OutOfMemoryError:
-            oom = True
+            warm_oom = True
+        if spec.protocol == "prefix" and not warm_oom:
+            results = measure_prefixes(model, engine, batch, spec.gen_lens, spec.prompt_len, spec.device, spec.seed)
+        oom = warm_oom
         for gen_len in spec.gen_lens:
-            result = {"oom": True, "tokens_per_s": None, "decode_s": None, "peak_mem_bytes": None,
-                      "cache_bytes": None} if oom else measure(model, engine, batch, gen_len, spec.prompt_len,
-                                                               spec.device, spec.seed)
+            if oom:
+                result = dict(_OOM_ROW)
+            elif spec.protocol == "prefix":
+                result = results[gen_len]
+            else:
+                result = measure(model, engine, batch, gen_len, spec.prompt_len, spec.device, spec.seed)
             oom = oom or result["oom"]
+            end = spec.prompt_len + gen_len - 1
             row = {
                 "model": model_name(ratio), "ratio": ratio, "mamba_layers": list(getattr(model.config, "mamba_layers", [])),
-                "engine": engine, "batch": batch, "prompt_len": spec.prompt_len, "gen_len": gen_len, **result,
+                "engine": engine, "batch": batch, "prompt_len": spec.prompt_len, "gen_len": gen_len,
+                "protocol": spec.protocol, **result,
                 "bound_speed_ratio": run_bound_speed_ratio(model.config, teacher_config, spec.prompt_len, gen_len,
                                                            batch, dtype),
-                "bound_bytes_per_step_end": decode_bytes(model.config, spec.prompt_len + gen_len - 1, batch,
-                                                         dtype)["total"],
+                "bound_bytes_per_step_end": decode_bytes(model.config, end, batch, dtype)["total"]
+                if engine == "same" else decode_bytes(teacher_config, end, batch, dtype)["total"],
             }
             rows.append(row)
             on_row(row)
@@ -158,6 +257,8 @@ def run_decode_benchmark(spec: DecodeBenchSpec, on_row=lambda row: None) -> list
     """
     if spec.dtype not in DTYPES:
         raise ValueError(f"--dtype {spec.dtype!r} is not one of {sorted(DTYPES)}")
+    if spec.protocol not in ("prefix", "per_length"):
+        raise ValueError(f"--protocol {spec.protocol!r} is not one of prefix, per_length")
     unknown = set(spec.engines) - {"same", "hf_generate"}
     if unknown:
         raise ValueError(f"--engines {sorted(unknown)} unknown; choose from same, hf_generate")
