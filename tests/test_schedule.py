@@ -33,3 +33,13 @@ def test_wsd_fractions_and_errors():
         wsd_lambda(10, 0.6, 0.6)
     with pytest.raises(ValueError, match="--max_steps"):
         wsd_lambda(0)
+
+
+def test_wsd_short_runs():
+    """4 steps: 10 % rounds to 0 but warmup and decay still get one step each; no fraction -> constant."""
+    f = wsd_lambda(4)
+    assert [f(s) for s in range(5)] == [1.0, 1.0, 1.0, 0.0, 0.0]
+    g = wsd_lambda(3, warmup_fraction=0.0, decay_fraction=0.0)
+    assert [g(s) for s in range(4)] == [1.0, 1.0, 1.0, 1.0]
+    h = wsd_lambda(1)
+    assert h(0) == 1.0 and h(1) == 1.0

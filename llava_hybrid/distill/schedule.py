@@ -1,7 +1,7 @@
 """Warmup-stable-decay (WSD) learning-rate schedule (MaTVLM section 4.1: 10 % warmup, 10 % decay).
 
 Multiplier of the base learning rate at optimiser step s out of S total steps, with
-W = round(warmup_fraction * S) and K = round(decay_fraction * S):
+W = round(warmup_fraction * S) and K = round(decay_fraction * S) (each at least 1 when its fraction is > 0):
 
     s <  W              : (s + 1) / W                       linear warmup (first step already > 0)
     W <= s < S - K      : 1                                 stable
@@ -36,14 +36,16 @@ def wsd_lambda(total_steps: int, warmup_fraction: float = 0.1, decay_fraction: f
                          f"{warmup_fraction} + {decay_fraction}")
     if decay not in DECAY_SHAPES:
         raise ValueError(f"--wsd_decay_shape must be one of {DECAY_SHAPES}, got {decay!r}")
-    warmup = int(round(warmup_fraction * total_steps))
-    decay_steps = int(round(decay_fraction * total_steps))
+    # a non-zero fraction is at least one step, so short runs still warm up and end at 0
+    warmup = max(1, int(round(warmup_fraction * total_steps))) if warmup_fraction > 0 else 0
+    decay_steps = max(1, int(round(decay_fraction * total_steps))) if decay_fraction > 0 else 0
+    decay_steps = min(decay_steps, total_steps - warmup) if warmup < total_steps else 0
     decay_start = total_steps - decay_steps
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        if step < decay_start:
+        if step < decay_start or decay_steps == 0:
             return 1.0
         p = min(1.0, (step - decay_start + 1) / decay_steps)
         if decay == "linear":
