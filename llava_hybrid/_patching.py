@@ -43,8 +43,8 @@ def replace_attr(owner: Any, name: str, new: Any) -> Any:
         return original_of(new)
     if current is not None:
         _REPLACED[id(current)] = (current, new)
-    if _settable(new):
-        new.__llava_hybrid_original__ = current
+        if _settable(new):
+            new.__llava_hybrid_original__ = current
     setattr(owner, name, new)
     _BY_SITE[site] = new
     return current

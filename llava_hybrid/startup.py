@@ -32,6 +32,7 @@ DISABLE_ENV = "LLAVA_HYBRID_DISABLE"
 TRIGGERS = ("llava", "llava.conversation", "llava.model.builder")
 
 _log = logging.getLogger("llava_hybrid")
+_ARMED: set = set()  # trigger modules already given a callback
 
 
 def disabled() -> bool:
@@ -48,9 +49,6 @@ def install_hook() -> bool:
             _ARMED.add(name)
             _patching.when_imported(name, _on_llava_import)
     return True
-
-
-_ARMED: set = set()
 
 
 def _on_llava_import(module) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import re
-import sys
 import threading
 from typing import Dict, List, Tuple
 
@@ -94,7 +93,3 @@ def describe() -> List[Dict[str, str]]:
                      "versions": mod.VERSIONS, "needed": str(mod.needed()),
                      "state": status().get(mod.NAME, "not applied")})
     return rows
-
-
-def is_imported(name: str) -> bool:
-    return name in sys.modules

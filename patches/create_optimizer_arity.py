@@ -5,6 +5,7 @@ import importlib
 import inspect
 
 from llava_hybrid import _patching
+from llava_hybrid.patches import transformers_version
 
 NAME = "create_optimizer_arity"
 REASON = "Trainer calls create_optimizer(model) when optimizer creation is delayed (FSDP); LLaVATrainer's takes only self"
@@ -14,9 +15,7 @@ TARGET = "llava.train.llava_trainer"
 
 
 def needed() -> bool:
-    """Checked on the installed Trainer's signature (importing transformers.trainer only if needed)."""
-    from llava_hybrid.patches import transformers_version
-
+    """True from transformers 5.0 (apply() re-checks the installed Trainer's signature)."""
     return transformers_version() >= (5, 0, 0)
 
 

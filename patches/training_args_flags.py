@@ -26,22 +26,35 @@ def needed() -> bool:
 
 
 def rewrite_flags(parser, args: Sequence[str]) -> List[str]:
-    """Return `args` with each old flag the parser rejects replaced by its successor."""
+    """Return `args` with each old flag the parser rejects replaced by its successor.
+
+    Both `--flag value` and `--flag=value` forms; ValueError when old and new are both given or a
+    --warmup_ratio is not a ratio (< 1), since --warmup_steps >= 1 would mean a step count.
+    """
     known = set(parser._option_string_actions)
     renames = {o: n for o, n in RENAMES.items() if o not in known and n in known}
-    out: List[str] = []
-    for arg in args:
+    out: List[str] = list(args)
+    for i, arg in enumerate(args):
         flag, eq, value = arg.partition("=")
-        if flag in renames:
-            new = renames[flag]
-            if any(a == new or a.startswith(new + "=") for a in args):
-                raise ValueError(f"{flag} and {new} both given; {flag} is the old name of {new}: keep one")
-            if flag == "--warmup_ratio" and eq and not float(value) < 1:
-                raise ValueError(f"--warmup_ratio {value}: a ratio must be < 1")
-            _log.warning("llava_hybrid: %s is %s in this transformers; rewritten", flag, new)
-            arg = new + eq + value
-        out.append(arg)
+        if flag not in renames:
+            continue
+        new = renames[flag]
+        if any(a == new or a.startswith(new + "=") for a in args):
+            raise ValueError(f"{flag} and {new} both given; {flag} is the old name of {new}: keep one")
+        if flag == "--warmup_ratio":
+            ratio = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            if not _is_ratio(ratio):
+                raise ValueError(f"--warmup_ratio {ratio!r}: expected a number in [0, 1)")
+        _log.warning("llava_hybrid: %s is %s in this transformers; rewritten", flag, new)
+        out[i] = new + eq + value
     return out
+
+
+def _is_ratio(text: str) -> bool:
+    try:
+        return 0 <= float(text) < 1
+    except ValueError:
+        return False
 
 
 def apply() -> bool:

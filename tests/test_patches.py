@@ -158,6 +158,10 @@ def test_renamed_training_flags_are_rewritten(tmp_path):
         original(parser, old)  # the installed transformers rejects the old names
     with pytest.raises(ValueError, match="--warmup_steps"):
         parser.parse_args_into_dataclasses(old + ["--warmup_steps", "5"])
+    with pytest.raises(ValueError, match="--warmup_ratio"):
+        parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--warmup_ratio", "3"])
+    (spaced,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--warmup_ratio", "0.1"])
+    assert spaced.warmup_steps == pytest.approx(0.1)
 
 
 def test_half_images_reach_a_float32_model(tmp_path):
