@@ -1,0 +1,70 @@
+"""Decode speed and memory of the teacher shape vs 12.5 / 25 / 50 % hybrids (MaTVLM Fig. 1b / 1c), plus one
+layer's decode step against the context length. Writes docs/benchmarks/decode_<device>.json, its PNGs,
+and layer_step_<device>.json/.png. See docs/benchmarks.md.
+
+    # CPU (the committed numbers; scaled shape, fp32, one thread, ~10 min on a shared 2-core machine)
+    .venv/bin/python scripts/bench_decode.py --device cpu
+    # GPU (Phi-2's full shape): scripts/bench_decode_gpu.sh
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from llava_hybrid.bench.decode import DecodeBenchSpec
+from llava_hybrid.bench.run import run_all
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = {  # per device: shape, dtype, generated lengths, batches, layer-step context lengths
+    "cpu": ("small", "fp32", "128,256,512,1024,2048", "1", "256,512,1024,2048,4096,8192,16384"),
+    "cuda": ("phi2", "fp16", "1024,2048,4096,8192,16384,32768", "1,64", "256,1024,4096,16384,32768"),
+}
+
+
+def ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x)
+
+
+def floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    ap.add_argument("--shape", help="phi2 | small | tiny (default: small on cpu, phi2 on cuda)")
+    ap.add_argument("--dtype", help="fp32 | fp16 | bf16 (default: fp32 on cpu, fp16 on cuda)")
+    ap.add_argument("--ratios", type=floats, default=(0.125, 0.25, 0.5), help="hybrid ratios, comma separated")
+    ap.add_argument("--gen-lens", type=ints, help="generated lengths, comma separated")
+    ap.add_argument("--batches", type=ints, help="batch sizes, comma separated")
+    ap.add_argument("--prompt-len", type=int, default=16)
+    ap.add_argument("--engines", default="same,hf_generate", help="same and/or hf_generate")
+    ap.add_argument("--protocol", default="prefix", choices=["prefix", "per_length"])
+    ap.add_argument("--layer-step-lens", type=ints, help="context lengths of the one-layer step ('' to skip)")
+    ap.add_argument("--layer-shape", default="phi2", help="shape of the one layer timed (default phi2)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: a shared machine makes more slower)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "benchmarks")
+    args = ap.parse_args(argv)
+
+    kind = torch.device(args.device).type
+    if kind not in DEFAULTS:
+        raise ValueError(f"--device {args.device!r}: expected cpu or cuda")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but torch.cuda.is_available() is False")
+    shape, dtype, gen_lens, batches, layer_lens = DEFAULTS[kind]
+    torch.set_num_threads(args.threads)
+    spec = DecodeBenchSpec(
+        device=args.device, shape=args.shape or shape, dtype=args.dtype or dtype, ratios=args.ratios,
+        gen_lens=args.gen_lens or ints(gen_lens), batches=args.batches or ints(batches),
+        prompt_len=args.prompt_len, engines=tuple(args.engines.split(",")), protocol=args.protocol, seed=args.seed)
+    layer = ints(layer_lens) if args.layer_step_lens is None else args.layer_step_lens
+    for path in run_all(spec, args.out_dir, layer, args.layer_shape):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
