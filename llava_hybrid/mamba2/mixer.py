@@ -192,6 +192,8 @@ class Mamba2Mixer(nn.Module):
         """
         b, l, _ = hidden_states.shape
         backend = resolve_backend(self.backend, hidden_states.device)
+        if backend == "cuda" and self.chunk_size & (self.chunk_size - 1):
+            raise ValueError(f"mamba_chunk_size={self.chunk_size} must be a power of two for the cuda backend (Triton)")
         if hasattr(self.norm, "backend"):
             self.norm.backend = backend
         mask = None
