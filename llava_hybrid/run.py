@@ -6,8 +6,8 @@
 Steps: activate() (patches, registrations, re-bound names); on a machine without CUDA map `.cuda()`
 to the CPU (llava_hybrid.patches.cuda_to_cpu); then `runpy.run_module(<module>, run_name="__main__",
 alter_sys=True)` with sys.argv[1:] = the module's own arguments. Dtype on the CPU: the plugin's
-loader (llava_hybrid.host.builder) loads float32 when the target device is the CPU, and the vision
-towers cast images to their own dtype, so the scripts' `.half()` on images is harmless.
+loader (llava_hybrid.host.builder) loads float32 when the target device is the CPU, and the
+`image_dtype` patch casts the scripts' `.half()` images to the vision tower's dtype on entry.
 """
 from __future__ import annotations
 

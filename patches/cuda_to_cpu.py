@@ -1,8 +1,9 @@
 """LLaVA's eval scripts call `.cuda()` on tensors (and models); without CUDA that is a certain crash.
 
 Not part of `apply_all()`: only the startup hook and `python -m llava_hybrid.run` apply it, and only
-in a process where torch has no CUDA device. `.half()` on images needs no patch: LLaVA's CLIP tower
-and our SigLIP tower cast images to the tower's own dtype before the first layer.
+in a process where torch has no CUDA device. The scripts' `.half()` on images is handled by the
+`image_dtype` patch (the towers cast their *output* back to the input dtype, which would feed fp16
+features to a float32 projector).
 """
 from __future__ import annotations
 
