@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .backend import cuda_kernels
 from .ssd import compute_dtype
 
 __all__ = ["causal_conv1d", "causal_conv1d_step", "RMSNormGated"]
@@ -95,8 +96,6 @@ class RMSNormGated(nn.Module):
     def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
         """x, z: (..., d) -> (..., d)."""
         if self.backend == "cuda" and x.is_cuda:
-            from .backend import cuda_kernels
-
             return cuda_kernels().rmsnorm_fn(
                 x, self.weight, None, z=z, eps=self.eps, group_size=self.group_size,
                 norm_before_gate=self.norm_before_gate,
