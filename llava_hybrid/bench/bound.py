@@ -48,6 +48,7 @@ def _family(config) -> str:
 
 def layer_param_counts(config) -> dict[str, int]:
     """Parameters of one decoder layer's parts: {"attention", "mamba", "mlp_norms"} (Phi or Llama layout)."""
+    phi = _family(config) == "phi"
     d, inter = config.hidden_size, config.intermediate_size
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -55,7 +56,6 @@ def layer_param_counts(config) -> dict[str, int]:
     d_state = getattr(config, "mamba_d_state", None) or hd
     d_conv = getattr(config, "mamba_d_conv", 4)
     mamba_bias = bool(getattr(config, "mamba_carry_bias", False))
-    phi = _family(config) == "phi"
 
     # attention: q (D -> H*hd), k, v (D -> KV*hd), output (H*hd -> D); Phi has biases on all four
     attention = d * heads * hd * 2 + d * kv_heads * hd * 2
