@@ -88,7 +88,10 @@ def test_unchanged_model_vqa_runs_through_the_startup_hook(vqa_case):
     rows = _check_answers(vqa_case, answers)
     # eos is forced first, so every answer is the empty string after skip_special_tokens
     assert [row["text"] for row in rows] == [""] * len(rows)
-    assert "no CUDA device" in proc.stderr or "cuda" in proc.stderr.lower()
+    import torch
+
+    if not torch.cuda.is_available():  # the hook said it mapped .cuda() to the CPU, once
+        assert proc.stderr.count("no CUDA device") == 1
 
 
 def test_model_vqa_through_the_run_wrapper(vqa_case):
