@@ -27,6 +27,9 @@ printf 'torch==2.13.0\n%s\n' "$TF" > "$cons"
 "${pip[@]}" -c "$cons" "$TF" "${EXTRA[@]}" "deepspeed==0.19.8"
 "${pip[@]}" --no-deps llava-torch==1.2.2.post1
 "${pip[@]}" -c "$cons" -e ".[train,test]"
+# The startup hook (a one-line .pth) lets unchanged `python -m llava.eval.*` see the plugin;
+# LLAVA_HYBRID_DISABLE=1 switches it off at run time.
+"$VENV/bin/python" -m llava_hybrid.startup install
 rm -f "$VENV"/.llava_hybrid-lane-*
 touch "$stamp"
 echo "setup.sh: $VENV ready (lane $LANE: $TF, torch 2.13.0 CPU)"
