@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from llava_hybrid.bench.decode import DecodeBenchSpec
-from llava_hybrid.bench.run import run_all
+from llava_hybrid.bench.run import markdown_tables, replot, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = {  # per device: shape, dtype, generated lengths, batches, layer-step context lengths
@@ -48,7 +48,17 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: a shared machine makes more slower)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "benchmarks")
+    ap.add_argument("--tag", default="", help="file name suffix: decode_<device>_<tag>.json")
+    ap.add_argument("--plot-only", type=Path, help="only redraw the PNGs of this decode_<device>.json")
+    ap.add_argument("--table", type=Path, help="only print markdown tables of this decode_<device>.json")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_tables(args.table))
+        return
+    if args.plot_only:
+        for path in replot(args.plot_only):
+            print(f"wrote {path}")
+        return
 
     kind = torch.device(args.device).type
     if kind not in DEFAULTS:
@@ -62,7 +72,7 @@ def main(argv=None) -> None:
         gen_lens=args.gen_lens or ints(gen_lens), batches=args.batches or ints(batches),
         prompt_len=args.prompt_len, engines=tuple(args.engines.split(",")), protocol=args.protocol, seed=args.seed)
     layer = ints(layer_lens) if args.layer_step_lens is None else args.layer_step_lens
-    for path in run_all(spec, args.out_dir, layer, args.layer_shape):
+    for path in run_all(spec, args.out_dir, layer, args.layer_shape, tag=args.tag):
         print(f"wrote {path}")
 
 

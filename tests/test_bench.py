@@ -17,7 +17,7 @@ from llava_hybrid.bench.bound import (
 )
 from llava_hybrid.bench.decode import DecodeBenchSpec, run_decode_benchmark
 from llava_hybrid.bench.models import SHAPES, build_model, shape_config, to_transformers_phi
-from llava_hybrid.bench.run import run_all
+from llava_hybrid.bench.run import replot, run_all
 from llava_hybrid.hybrid import HybridLlamaConfig, HybridLlamaForCausalLM, HybridPhiConfig, HybridPhiForCausalLM
 from llava_hybrid.hybrid import generate_tokens, plan_mamba_layers
 
@@ -126,6 +126,8 @@ def test_tiny_run_rows_schema_and_plots(tmp_path, protocol, one_thread):
         assert path.exists() and path.stat().st_size > 0
     names = {p.name for p in paths}
     assert {"decode_cpu_speed.png", "decode_cpu_memory.png", "decode_cpu_ratio.png"} <= names
+    redrawn = replot(tmp_path / "decode_cpu.json")  # --plot-only: from the JSON alone
+    assert [p.name for p in redrawn] == ["decode_cpu_speed.png", "decode_cpu_memory.png", "decode_cpu_ratio.png"]
     if protocol == "prefix":
         layer = json.loads((tmp_path / "layer_step_cpu.json").read_text())["rows"]
         assert {(r["layer"], r["context_len"]) for r in layer} == {(k, n) for k in ("attention", "mamba") for n in (16, 64)}

@@ -9,7 +9,9 @@ Timing: a short random prompt, eos disabled, greedy; tokens_per_s = batch * (T -
 first new token, i.e. the end of the prefill, to the T-th), read from a clock that syncs the device only at
 the lengths asked for. Protocol "prefix" (default) times ONE run of max(T) tokens at every T (greedy: its
 first T tokens are the T-token run); "per_length" runs each T separately (exact CUDA peak memory per T).
-Memory: per_length on CUDA: `max_memory_allocated` of the T-token call; otherwise the tensor accounting
+Memory: per_length on CUDA: `max_memory_allocated` of the T-token call (prefix on CUDA records it for the
+longest T as `measured_peak_bytes`; a prefix run that does not fit falls back to per_length for that
+batch, so shorter lengths still get measured); otherwise the tensor accounting
 weights + cache (HybridCache.nbytes() built on the meta device for P + T tokens, or the DynamicCache that
 generate returned, which is linear in its tokens), plus the process peak RSS (a high-water mark) on CPU.
 A CUDA out-of-memory is caught and recorded (`oom: true`); longer lengths of that model, engine and batch
@@ -180,7 +182,11 @@ def measure_prefixes(model, engine: str, batch: int, gen_lens, prompt_len: int, 
     ids = _prompt(model, batch, prompt_len, device, seed)
     longest = max(gen_lens)
     clock = StepClock(gen_lens, device)
+    cuda = torch.device(device).type == "cuda"
     try:
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
         final_cache = _generate(model, engine, ids, longest, clock)
     except torch.OutOfMemoryError:
         gc.collect()
@@ -196,6 +202,8 @@ def measure_prefixes(model, engine: str, batch: int, gen_lens, prompt_len: int, 
         rows[t] = {"oom": False, "tokens_per_s": batch * (t - 1) / decode_s, "decode_s": decode_s,
                    "weight_bytes": weights, "cache_bytes": cache, "peak_mem_bytes": weights + cache,
                    "peak_mem_source": "weights+cache accounting"}
+    if cuda:  # the measured peak of the whole run belongs to its longest length
+        rows[longest]["measured_peak_bytes"] = torch.cuda.max_memory_allocated()
     return rows
 
 
@@ -209,13 +217,16 @@ def _rows_for_model(model, teacher_config, engine, spec: DecodeBenchSpec, ratio:
             warm_oom = False
         except torch.OutOfMemoryError:
             warm_oom = True
+        results = None
         if spec.protocol == "prefix" and not warm_oom:
             results = measure_prefixes(model, engine, batch, spec.gen_lens, spec.prompt_len, spec.device, spec.seed)
+            if results[max(spec.gen_lens)]["oom"]:
+                results = None  # the longest run does not fit: one run per length, up to the first OOM
         oom = warm_oom
         for gen_len in spec.gen_lens:
             if oom:
                 result = dict(_OOM_ROW)
-            elif spec.protocol == "prefix":
+            elif results is not None:
                 result = results[gen_len]
             else:
                 result = measure(model, engine, batch, gen_len, spec.prompt_len, spec.device, spec.seed)

@@ -35,7 +35,7 @@ def machine_header(device: str) -> dict:
     return {
         "device": device, "device_name": name, "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "transformers": transformers.__version__, "load_average_1_5_15_min_at_start": list(os.getloadavg()),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
@@ -48,12 +48,12 @@ def _write(path: Path, header: dict, rows: list[dict]) -> None:
 
 
 def run_all(spec: DecodeBenchSpec, out_dir: Path, layer_lens=(), layer_shape: str = "phi2", layer_repeats: int = 10,
-            log=print) -> list[Path]:
+            log=print, tag: str = "") -> list[Path]:
     """Run the decode sweep (and, when layer_lens is non-empty, the layer-step sweep); write JSON + PNGs
-    into out_dir; returns the written paths."""
+    into out_dir (file names decode_<device>[_<tag>]...); returns the written paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device_kind = torch.device(spec.device).type
+    device_kind = torch.device(spec.device).type + (f"_{tag}" if tag else "")
     header = {**machine_header(spec.device), "what": "decode speed and memory, teacher vs hybrids",
               "spec": asdict(spec)}
     decode_json = out_dir / f"decode_{device_kind}.json"
@@ -84,3 +84,47 @@ def run_all(spec: DecodeBenchSpec, out_dir: Path, layer_lens=(), layer_shape: st
                                               f"one layer's decode step, {layer_shape} layer, {spec.dtype}, "
                                               f"{header['device_name']}")]
     return paths
+
+
+def replot(decode_json: Path) -> list[Path]:
+    """Redraw the decode PNGs from a (possibly partial) decode_<device>.json, next to it."""
+    decode_json = Path(decode_json)
+    if not decode_json.is_file():
+        raise ValueError(f"--plot-only: {decode_json} is not a file")
+    data = json.loads(decode_json.read_text())
+    rows, header = data["rows"], data["header"]
+    add_measured_ratios(rows)
+    spec = header.get("spec", {})
+    label = f"{header.get('device_name', header.get('device'))} ({spec.get('shape')}, {spec.get('dtype')})"
+    return plot_decode(rows, decode_json.with_suffix(""), label)
+
+
+def _mib(value) -> str:
+    return "-" if value is None else f"{value / 2**20:,.1f}"
+
+
+def markdown_tables(decode_json: Path) -> str:
+    """Markdown tables of a decode_<device>.json: one per batch, a row per model/engine, a column per length
+    with tokens/s, then the speed ratios (measured / bound) and the memory (weights + cache, MiB)."""
+    rows = json.loads(Path(decode_json).read_text())["rows"]
+    add_measured_ratios(rows)
+    lens = sorted({r["gen_len"] for r in rows})
+    head = "| model | engine | " + " | ".join(f"T={t}" for t in lens) + " |\n|---|---|" + "---|" * len(lens) + "\n"
+    out = []
+    for batch in sorted({r["batch"] for r in rows}):
+        cells = {(r["model"], r["engine"], r["gen_len"]): r for r in rows if r["batch"] == batch}
+        keys = list(dict.fromkeys((r["model"], r["engine"]) for r in rows if r["batch"] == batch))
+        for title, fmt in (
+            ("decode tokens/s", lambda r: "OOM" if r["oom"] else f"{r['tokens_per_s']:.1f}"),
+            ("speed vs teacher (same engine): measured / bound",
+             lambda r: "OOM" if r["oom"] else f"{r['speed_ratio_vs_teacher']:.2f} / {r['bound_speed_ratio']:.2f}"),
+            ("speed vs stock HF generate teacher",
+             lambda r: "-" if r["oom"] or r["speed_ratio_vs_hf_generate"] is None
+             else f"{r['speed_ratio_vs_hf_generate']:.2f}"),
+            ("memory MiB (peak_mem_bytes) / of which cache",
+             lambda r: "OOM" if r["oom"] else f"{_mib(r['peak_mem_bytes'])} / {_mib(r['cache_bytes'])}"),
+        ):
+            lines = [f"| {m} | {e} | " + " | ".join(fmt(cells[m, e, t]) if (m, e, t) in cells else "" for t in lens)
+                     + " |" for m, e in keys]
+            out.append(f"**batch {batch}, {title}**\n\n" + head + "\n".join(lines) + "\n")
+    return "\n".join(out)
