@@ -117,3 +117,28 @@ def test_tokenizers_differ(assets, tmp_path):
     shutil.copytree(assets["teacher"], same)
     m, d, t = parse_args(base_argv(assets, str(tmp_path / "o"), "--teacher_model_name_or_path", same))
     assert validate(m, d, t).teacher_path == same
+
+
+def test_trainable_parts_and_weight_decay_groups(assets):
+    """Default --trainable: only Mamba layers and the projector train; no decay on SSM scalars/norms/biases."""
+    import llava_hybrid
+    from llava_hybrid.distill.trainer import build_distill_student, optimizer_groups
+
+    llava_hybrid.activate()
+    from llava.model.builder import load_pretrained_model
+
+    _, teacher, _, _ = load_pretrained_model(assets["teacher"], None, "teacher", device="cpu")
+    m, d, t = parse_args(base_argv(assets, "unused"))
+    student = build_distill_student(teacher, validate(m, d, t), m)
+    trained = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert trained and all((".mamba." in n and n.startswith(("model.layers.0.", "model.layers.2."))) or
+                           "mm_projector" in n for n in trained)
+    assert any("mm_projector" in n for n in trained) and not any("vision_tower" in n for n in trained)
+    names = {id(p): n for n, p in student.named_parameters()}
+    decay, no_decay = optimizer_groups(student, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert {n.rsplit(".", 1)[-1] for n in decayed} == {"weight"} and not any("norm" in n for n in decayed)
+    kept = {names[id(p)] for p in no_decay["params"]}
+    assert {"model.layers.0.mamba.A_log", "model.layers.0.mamba.D", "model.layers.0.mamba.dt_bias",
+            "model.layers.0.mamba.norm.weight"} <= kept

@@ -120,6 +120,16 @@ def set_trainable(student: nn.Module, parts: Sequence[str]) -> List[str]:
     return names
 
 
+def optimizer_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
+    """AdamW groups over the trainable parameters: decay on weight matrices, none on NO_DECAY_NAMES."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if any(s in name for s in NO_DECAY_NAMES) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def _get_llava_trainer():
     from llava.train.llava_trainer import LLaVATrainer
     return LLaVATrainer
@@ -164,14 +174,8 @@ def make_trainer_class():
             """AdamW (args' betas / eps) with weight decay only on matrices outside norms and SSM scalars."""
             if self.optimizer is None:
                 opt_model = self.model if model is None else model
-                decay, no_decay = [], []
-                for name, p in opt_model.named_parameters():
-                    if p.requires_grad:
-                        (no_decay if any(s in name for s in NO_DECAY_NAMES) else decay).append(p)
-                groups = [{"params": decay, "weight_decay": self.args.weight_decay},
-                          {"params": no_decay, "weight_decay": 0.0}]
                 cls, kwargs = transformers.Trainer.get_optimizer_cls_and_kwargs(self.args)
-                self.optimizer = cls([g for g in groups if g["params"]], **kwargs)
+                self.optimizer = cls(optimizer_groups(opt_model, self.args.weight_decay), **kwargs)
             return self.optimizer
 
         def create_scheduler(self, num_training_steps: int, optimizer=None):
