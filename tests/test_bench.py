@@ -98,10 +98,10 @@ def test_same_engine_teacher_tokens_equal_transformers_greedy_generate(one_threa
     assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("protocol", ["prefix", "per_length"])
-def test_tiny_run_rows_schema_and_plots(tmp_path, protocol, one_thread):
+@pytest.mark.parametrize("protocol,rounds", [("prefix", 2), ("per_length", 1)])
+def test_tiny_run_rows_schema_and_plots(tmp_path, protocol, rounds, one_thread):
     spec = DecodeBenchSpec(shape="tiny", ratios=(0.5,), gen_lens=(8, 24), batches=(1, 2), prompt_len=4,
-                           protocol=protocol)
+                           protocol=protocol, rounds=rounds)
     paths = run_all(spec, tmp_path, layer_lens=(16, 64) if protocol == "prefix" else (), layer_shape="tiny",
                     layer_repeats=2, log=lambda line: None)
     data = json.loads((tmp_path / "decode_cpu.json").read_text())
@@ -113,6 +113,8 @@ def test_tiny_run_rows_schema_and_plots(tmp_path, protocol, one_thread):
     for r in rows:
         assert keys <= set(r), keys - set(r)
         assert r["oom"] is False and r["tokens_per_s"] > 0 and r["peak_mem_bytes"] > r["cache_bytes"] > 0
+        if rounds > 1:  # the fastest round is kept
+            assert len(r["tokens_per_s_rounds"]) == rounds and r["tokens_per_s"] == max(r["tokens_per_s_rounds"])
     assert {(r["model"], r["engine"]) for r in rows} == {
         ("teacher", "same"), ("teacher", "hf_generate"), ("hybrid-50%", "same")}
     teacher = [r for r in rows if r["model"] == "teacher" and r["engine"] == "same"]
@@ -139,5 +141,7 @@ def test_bad_spec_values_name_the_flag():
         run_decode_benchmark(DecodeBenchSpec(shape="tiny", protocol="nope"))
     with pytest.raises(ValueError, match="--shape"):
         run_decode_benchmark(DecodeBenchSpec(shape="huge"))
+    with pytest.raises(ValueError, match="--rounds"):
+        run_decode_benchmark(DecodeBenchSpec(shape="tiny", rounds=0))
     with pytest.raises(ValueError, match="--engines"):
         run_decode_benchmark(DecodeBenchSpec(shape="tiny", engines=("vllm",)))

@@ -47,6 +47,7 @@ class DecodeBenchSpec:
     prompt_len: int = 16
     engines: tuple[str, ...] = ("same", "hf_generate")
     protocol: str = "prefix"  # "prefix": one run per batch timed at each length; "per_length": one run per length
+    rounds: int = 1  # > 1: all models resident, run in turn `rounds` times, fastest round kept (noisy CPUs)
     seed: int = 0
 
 
@@ -207,43 +208,63 @@ def measure_prefixes(model, engine: str, batch: int, gen_lens, prompt_len: int, 
     return rows
 
 
-def _rows_for_model(model, teacher_config, engine, spec: DecodeBenchSpec, ratio: float, on_row) -> list[dict]:
-    """Every batch x length of one model through one engine (a short warm-up first; after an OOM the
-    longer lengths of that batch are recorded as OOM without running)."""
-    rows, dtype = [], DTYPES[spec.dtype]
-    for batch in spec.batches:
-        try:
-            measure(model, engine, batch, 8, spec.prompt_len, spec.device, spec.seed)  # warm-up
-            warm_oom = False
-        except torch.OutOfMemoryError:
-            warm_oom = True
-        results = None
-        if spec.protocol == "prefix" and not warm_oom:
-            results = measure_prefixes(model, engine, batch, spec.gen_lens, spec.prompt_len, spec.device, spec.seed)
-            if results[max(spec.gen_lens)]["oom"]:
-                results = None  # the longest run does not fit: one run per length, up to the first OOM
-        oom = warm_oom
-        for gen_len in spec.gen_lens:
-            if oom:
-                result = dict(_OOM_ROW)
-            elif results is not None:
-                result = results[gen_len]
-            else:
-                result = measure(model, engine, batch, gen_len, spec.prompt_len, spec.device, spec.seed)
-            oom = oom or result["oom"]
-            end = spec.prompt_len + gen_len - 1
-            row = {
-                "model": model_name(ratio), "ratio": ratio, "mamba_layers": list(getattr(model.config, "mamba_layers", [])),
-                "engine": engine, "batch": batch, "prompt_len": spec.prompt_len, "gen_len": gen_len,
-                "protocol": spec.protocol, **result,
-                "bound_speed_ratio": run_bound_speed_ratio(model.config, teacher_config, spec.prompt_len, gen_len,
-                                                           batch, dtype),
-                "bound_bytes_per_step_end": decode_bytes(model.config, end, batch, dtype)["total"]
-                if engine == "same" else decode_bytes(teacher_config, end, batch, dtype)["total"],
-            }
-            rows.append(row)
-            on_row(row)
-    return rows
+def _measure_lengths(model, engine: str, batch: int, spec: DecodeBenchSpec) -> dict[int, dict]:
+    """{gen_len: measurements} of one model, engine and batch (a short warm-up first; after an OOM the
+    longer lengths are recorded as OOM without running)."""
+    try:
+        measure(model, engine, batch, 8, spec.prompt_len, spec.device, spec.seed)  # warm-up
+    except torch.OutOfMemoryError:
+        return {t: dict(_OOM_ROW) for t in spec.gen_lens}
+    if spec.protocol == "prefix":
+        results = measure_prefixes(model, engine, batch, spec.gen_lens, spec.prompt_len, spec.device, spec.seed)
+        if not results[max(spec.gen_lens)]["oom"]:
+            return results
+        # the longest run does not fit: one run per length, up to the first OOM
+    results, oom = {}, False
+    for gen_len in spec.gen_lens:
+        results[gen_len] = dict(_OOM_ROW) if oom else measure(model, engine, batch, gen_len, spec.prompt_len,
+                                                              spec.device, spec.seed)
+        oom = results[gen_len]["oom"]
+    return results
+
+
+def _best_of_rounds(rounds: list[dict]) -> dict:
+    """The fastest of a length's rounds (the least disturbed by other load), with every round's tokens/s."""
+    done = [r for r in rounds if not r["oom"]]
+    if not done:
+        return rounds[0]
+    best = dict(max(done, key=lambda r: r["tokens_per_s"]))
+    best["tokens_per_s_rounds"] = [r["tokens_per_s"] for r in rounds]
+    return best
+
+
+def _row(config, teacher_config, ratio, engine, batch, gen_len, result, spec: DecodeBenchSpec) -> dict:
+    """One output row: identity, measurements and the bandwidth bound of the run."""
+    dtype, end = DTYPES[spec.dtype], spec.prompt_len + gen_len - 1
+    return {
+        "model": model_name(ratio), "ratio": ratio, "mamba_layers": list(getattr(config, "mamba_layers", [])),
+        "engine": engine, "batch": batch, "prompt_len": spec.prompt_len, "gen_len": gen_len,
+        "protocol": spec.protocol, "rounds": spec.rounds, **result,
+        "bound_speed_ratio": run_bound_speed_ratio(config, teacher_config, spec.prompt_len, gen_len, batch, dtype),
+        "bound_bytes_per_step_end": decode_bytes(config if engine == "same" else teacher_config, end, batch,
+                                                 dtype)["total"],
+    }
+
+
+def _models(spec: DecodeBenchSpec, max_positions: int):
+    """Yield (ratio, engine, model): the teacher ("same"), its weights in stock transformers Phi
+    ("hf_generate"; the teacher is dropped first), then each hybrid. Built one at a time."""
+    dtype = DTYPES[spec.dtype]
+    for ratio in (0.0, *spec.ratios):
+        model = build_model(shape_config(spec.shape, ratio, max_positions), spec.device, dtype, spec.seed)
+        if "same" in spec.engines:
+            yield ratio, "same", model
+        if ratio == 0.0 and "hf_generate" in spec.engines:
+            reference = to_transformers_phi(model)
+            del model
+            yield ratio, "hf_generate", reference
+        else:
+            del model
 
 
 def add_measured_ratios(rows: list[dict]) -> None:
@@ -263,8 +284,9 @@ def add_measured_ratios(rows: list[dict]) -> None:
 def run_decode_benchmark(spec: DecodeBenchSpec, on_row=lambda row: None) -> list[dict]:
     """Run every model (teacher + hybrids) x engine x batch x length; returns the rows (module docstring).
 
-    One model is resident at a time: the teacher ("same"), then its weights in stock transformers Phi
-    ("hf_generate"), then each hybrid. `on_row(row)` is called after each row (progress, partial saves).
+    rounds == 1: one model resident at a time (see `_models`). rounds > 1 (for a shared, noisy CPU): all
+    models resident, every round runs each model in turn, and each length keeps its fastest round.
+    `on_row(row)` is called after each row is final (progress, partial saves).
     """
     if spec.dtype not in DTYPES:
         raise ValueError(f"--dtype {spec.dtype!r} is not one of {sorted(DTYPES)}")
@@ -273,22 +295,33 @@ def run_decode_benchmark(spec: DecodeBenchSpec, on_row=lambda row: None) -> list
     unknown = set(spec.engines) - {"same", "hf_generate"}
     if unknown:
         raise ValueError(f"--engines {sorted(unknown)} unknown; choose from same, hf_generate")
-    dtype, max_positions = DTYPES[spec.dtype], spec.prompt_len + max(spec.gen_lens)
+    if spec.rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {spec.rounds}")
+    max_positions = spec.prompt_len + max(spec.gen_lens)
     teacher_config = shape_config(spec.shape, 0.0, max_positions)
     rows: list[dict] = []
+
+    def emit(ratio, engine, config, batch, results):
+        for gen_len in spec.gen_lens:
+            rows.append(_row(config, teacher_config, ratio, engine, batch, gen_len, results[gen_len], spec))
+            on_row(rows[-1])
+
     with torch.inference_mode():
-        for ratio in (0.0, *spec.ratios):
-            model = build_model(shape_config(spec.shape, ratio, max_positions), spec.device, dtype, spec.seed)
-            if "same" in spec.engines:
-                rows += _rows_for_model(model, teacher_config, "same", spec, ratio, on_row)
-            if ratio == 0.0 and "hf_generate" in spec.engines:
-                reference = to_transformers_phi(model)
+        if spec.rounds == 1:
+            for ratio, engine, model in _models(spec, max_positions):
+                for batch in spec.batches:
+                    emit(ratio, engine, model.config, batch, _measure_lengths(model, engine, batch, spec))
                 del model
-                rows += _rows_for_model(reference, teacher_config, "hf_generate", spec, ratio, on_row)
-                model = reference
-            del model
-            gc.collect()
-            if torch.device(spec.device).type == "cuda":
-                torch.cuda.empty_cache()
+                gc.collect()
+                if torch.device(spec.device).type == "cuda":
+                    torch.cuda.empty_cache()
+        else:
+            resident = list(_models(spec, max_positions))
+            for batch in spec.batches:
+                runs = [[_measure_lengths(model, engine, batch, spec) for _, engine, model in resident]
+                        for _ in range(spec.rounds)]  # runs[round][model]
+                for i, (ratio, engine, model) in enumerate(resident):
+                    emit(ratio, engine, model.config, batch,
+                         {t: _best_of_rounds([runs[r][i][t] for r in range(spec.rounds)]) for t in spec.gen_lens})
     add_measured_ratios(rows)
     return rows

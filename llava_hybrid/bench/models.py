@@ -4,9 +4,9 @@ random weights, plus the teacher's weights loaded into stock transformers `PhiFo
 Shapes:
     phi2   Phi-2 (TinyLLaVA / MaTVLM's LM): hidden 2560, 32 layers, 32 heads x 80, MLP 10240, vocab 51200,
            partial rotary 0.4: the GPU benchmark.
-    small  a scaled Phi for CPU: hidden 384, 8 layers, 6 heads x 64, MLP 1536, vocab 4096, partial rotary
-           0.5. Its KV/weights balance at 2K tokens (per layer KV 2*L*D vs weights ~12*D^2: L / 6D ~ 0.9) is
-           Phi-2's at ~14K tokens.
+    small  a scaled Phi for CPU: hidden 256, 8 layers, 4 heads x 64, MLP 1024, vocab 4096, partial rotary
+           0.5. Per layer a step reads KV 2*L*D against weights ~12*D^2, so the KV/weights balance L / 6D at
+           2K tokens (1.33) is Phi-2's at ~20K tokens.
     tiny   hidden 64, 4 layers, 4 heads x 16, vocab 97: tests.
 """
 
@@ -20,8 +20,8 @@ from llava_hybrid.hybrid import HybridPhiConfig, HybridPhiForCausalLM, plan_mamb
 SHAPES: dict[str, dict] = {
     "phi2": dict(vocab_size=51200, hidden_size=2560, intermediate_size=10240, num_hidden_layers=32,
                  num_attention_heads=32, partial_rotary_factor=0.4),
-    "small": dict(vocab_size=4096, hidden_size=384, intermediate_size=1536, num_hidden_layers=8,
-                  num_attention_heads=6, partial_rotary_factor=0.5),
+    "small": dict(vocab_size=4096, hidden_size=256, intermediate_size=1024, num_hidden_layers=8,
+                  num_attention_heads=4, partial_rotary_factor=0.5),
     "tiny": dict(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
                  num_attention_heads=4, partial_rotary_factor=0.5),
 }
