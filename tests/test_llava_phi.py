@@ -72,3 +72,31 @@ def test_generate_returns_only_new_tokens(model):
 def test_generate_rejects_inputs_embeds(model):
     with pytest.raises(ValueError, match="inputs_embeds"):
         model.generate(torch.tensor([[1, 2]]), inputs_embeds=torch.zeros(1, 2, 64))
+
+
+@pytest.mark.parametrize("tower_loaded", [True, False])
+def test_save_pretrained_is_self_contained(ckpt, model, tmp_path, tower_loaded):
+    """Plain `save_pretrained` + tokenizer: the directory reloads through load_pretrained_model alone."""
+    import json
+    import os
+
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from llava_hybrid.host.builder import load_pretrained_model
+
+    source = model if tower_loaded else AutoModelForCausalLM.from_pretrained(ckpt).eval()  # delay-loaded tower
+    assert source.get_vision_tower().is_loaded == tower_loaded
+    before = source.config.mm_vision_tower
+    out = tmp_path / "saved"
+    source.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(ckpt).save_pretrained(str(out))
+    assert source.config.mm_vision_tower == before  # the in-memory config is left as it was
+    assert json.loads((out / "config.json").read_text())["mm_vision_tower"] == "vision_tower"
+    assert os.path.isfile(out / "vision_tower" / "preprocessor_config.json")
+    assert not any(k.startswith("model.vision_tower.") for k in load_file(str(out / "model.safetensors")))
+    _, again, processor, _ = load_pretrained_model(str(out), None, "x", device="cpu")
+    assert processor is not None
+    ids, images = torch.tensor([[5, IMAGE_TOKEN_INDEX, 6, 7]]), torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids, images=images).logits, model(input_ids=ids, images=images).logits)

@@ -8,6 +8,9 @@ TinyLLaVA_Factory (tinyllava/TinyLLaVA-Phi-2-SigLIP-3.1B, the MaTVLM teacher) sh
 model; `convert_factory_checkpoint` rewrites it as our `llava_phi` checkpoint:
     <dst>/config.json, model.safetensors (LM + projector), tokenizer files,
     <dst>/vision_tower/ (SiglipVisionModel + preprocessor_config.json; config mm_vision_tower points here).
+
+Saving a model: `save_llava_checkpoint` writes the same layout from a model object; every LLaVA class
+of ours calls it from `save_pretrained`, and the SFT entry calls its tower step `save_vision_tower`.
 """
 from __future__ import annotations
 
@@ -150,8 +153,7 @@ def convert_factory_checkpoint(src: str, dst: str) -> str:
     Every source tensor must map through FACTORY_KEY_MAP onto a parameter of our model with the same
     shape; unexpected keys, missing keys or shape mismatches raise ValueError naming the source file.
     """
-    from transformers import AutoTokenizer, SiglipVisionConfig
-    from llava_hybrid.host.siglip import load_siglip_image_processor
+    from transformers import SiglipVisionConfig
 
     config_file = os.path.join(src, "config.json")
     if not os.path.isfile(config_file):
@@ -182,11 +184,26 @@ def convert_factory_checkpoint(src: str, dst: str) -> str:
     if missing:
         raise ValueError(f"{source_name}: missing weights for our model: {missing[:20]}")
 
-    # 2. write LM + projector, and the tower as its own model directory
+    # 2. write LM + projector, the tower directory, the tokenizer
+    write_converted_checkpoint(src, dst, config, {mapped[k]: v for k, v in state.items()}, tower_config, src_config)
+    return dst
+
+
+def write_converted_checkpoint(src: str, dst: str, config: Dict, ours: Dict[str, torch.Tensor], tower_config,
+                               src_config: Dict, extra_files: Tuple[str, ...] = ()) -> None:
+    """Write a converted checkpoint in our layout from its tensors (our names, tower included).
+
+    <dst>/config.json (`config`, mm_vision_tower "vision_tower"), model.safetensors (LM + projector),
+    <dst>/vision_tower/ (tower config, weights, image processor: the source's if it ships one, else
+    SigLIP defaults at the tower resolution), the tokenizer (with the Factory's pad token), and
+    generation_config.json plus `extra_files` copied from `src` when present.
+    """
+    from transformers import AutoTokenizer
+    from llava_hybrid.host.siglip import load_siglip_image_processor
+
     os.makedirs(dst, exist_ok=True)
-    ours = {mapped[k]: v.contiguous() for k, v in state.items()}
-    lm_state = {k: v for k, v in ours.items() if not k.startswith(TOWER_PREFIX)}
-    tower_state = {k[len(TOWER_PREFIX):]: v for k, v in ours.items() if k.startswith(TOWER_PREFIX)}
+    lm_state = {k: v.contiguous() for k, v in ours.items() if not k.startswith(TOWER_PREFIX)}
+    tower_state = {k[len(TOWER_PREFIX):]: v.contiguous() for k, v in ours.items() if k.startswith(TOWER_PREFIX)}
     save_file(lm_state, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(dst, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
@@ -194,39 +211,78 @@ def convert_factory_checkpoint(src: str, dst: str) -> str:
     os.makedirs(tower_dir, exist_ok=True)
     tower_config.save_pretrained(tower_dir)
     save_file(tower_state, os.path.join(tower_dir, "model.safetensors"), metadata={"format": "pt"})
-    # 3. image processor (the source's if it ships one, else SigLIP defaults at the tower resolution)
     processor_src = src if os.path.isfile(os.path.join(src, "preprocessor_config.json")) else tower_dir
     load_siglip_image_processor(processor_src).save_pretrained(tower_dir)
-    # 4. tokenizer, with the Factory's pad token
     tokenizer = AutoTokenizer.from_pretrained(src)
     if tokenizer.pad_token is None and src_config.get("pad_token"):
         tokenizer.pad_token = src_config["pad_token"]
     tokenizer.save_pretrained(dst)
-    for extra in ("generation_config.json",):
+    for extra in ("generation_config.json",) + tuple(extra_files):
         if os.path.isfile(os.path.join(src, extra)):
             shutil.copyfile(os.path.join(src, extra), os.path.join(dst, extra))
-    return dst
+
+
+def save_vision_tower(tower, config, out_dir: str, state_dict=None) -> str:
+    """Write a LLaVA vision tower (model config `config`) to `<out_dir>/vision_tower`; return that directory.
+
+    A loaded tower: its model (weights from `state_dict`'s `model.vision_tower.vision_tower.*` when
+    given, e.g. gathered under ZeRO-3) and image processor; a delay-loaded one: a copy of its local
+    directory (`mm_vision_tower` resolved against the checkpoint).
+    """
+    from llava_hybrid.host.siglip import resolve_tower_path
+
+    tower_dir = os.path.join(out_dir, TOWER_SUBDIR)
+    if getattr(tower, "is_loaded", False):
+        tower_state = {k[len(TOWER_PREFIX):]: v for k, v in (state_dict or {}).items() if k.startswith(TOWER_PREFIX)}
+        tower.vision_tower.save_pretrained(tower_dir, state_dict=tower_state or None)
+        processor = getattr(tower, "image_processor", None)
+        if processor is not None:
+            processor.save_pretrained(tower_dir)
+        return tower_dir
+    source = resolve_tower_path(str(config.mm_vision_tower), config)
+    if not os.path.isdir(source):
+        raise ValueError(f"cannot save the vision tower: config mm_vision_tower={config.mm_vision_tower!r} is "
+                         "not loaded and not a local directory")
+    if os.path.abspath(source) != os.path.abspath(tower_dir):
+        shutil.copytree(source, tower_dir, dirs_exist_ok=True)
+    return tower_dir
+
+
+def save_llava_checkpoint(model, out_dir: str, tokenizer=None, *, state_dict=None, is_main_process: bool = True,
+                          **save_kwargs) -> str:
+    """The one way to save a LLaVA model of ours: a checkpoint directory that loads on its own.
+
+    1. the tower -> `<out_dir>/vision_tower` (save_vision_tower), on the main process;
+    2. weights without `model.vision_tower.*` (LLaVA delay-loads the tower from `mm_vision_tower`) and
+       the config with mm_vision_tower = "vision_tower" (resolved against the checkpoint directory;
+       the in-memory config is left as it was), by transformers' PreTrainedModel.save_pretrained;
+    3. the tokenizer, when given.
+    Every LLaVA class of ours calls this from `save_pretrained` (LlavaLMMixin), so
+    `model.save_pretrained(d); tokenizer.save_pretrained(d)` reloads through load_pretrained_model.
+    """
+    from transformers import PreTrainedModel
+
+    os.makedirs(out_dir, exist_ok=True)
+    if model.get_vision_tower() is None:
+        PreTrainedModel.save_pretrained(model, out_dir, is_main_process=is_main_process, state_dict=state_dict,
+                                        **save_kwargs)
+    else:
+        if is_main_process:
+            save_vision_tower(model.get_vision_tower(), model.config, out_dir, state_dict)
+        state_dict = model.state_dict() if state_dict is None else state_dict
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("model.vision_tower.")}
+        original = model.config.mm_vision_tower
+        model.config.mm_vision_tower = TOWER_SUBDIR
+        try:
+            PreTrainedModel.save_pretrained(model, out_dir, is_main_process=is_main_process, state_dict=state_dict,
+                                            **save_kwargs)
+        finally:
+            model.config.mm_vision_tower = original
+    if tokenizer is not None and is_main_process:
+        tokenizer.save_pretrained(out_dir)
+    return out_dir
 
 
 def save_with_vision_tower(model, out_dir: str, tokenizer=None) -> str:
-    """`model.save_pretrained(out_dir)` plus its SigLIP/CLIP tower copied to `<out_dir>/vision_tower`
-    (and the tokenizer, when given).
-
-    Our checkpoints point `mm_vision_tower` at a directory relative to the checkpoint, so a model
-    saved elsewhere (a distilled student, an SFT result) must carry its tower to stay loadable.
-    """
-    tower = model.get_vision_tower()
-    source = os.path.abspath(tower.vision_tower_name)
-    target = os.path.join(out_dir, TOWER_SUBDIR)
-    os.makedirs(out_dir, exist_ok=True)
-    if os.path.abspath(target) != source:
-        if not os.path.isdir(source):
-            raise ValueError(f"mm_vision_tower {tower.vision_tower_name!r} is not a local directory to copy")
-        shutil.copytree(source, target, dirs_exist_ok=True)
-    model.config.mm_vision_tower = TOWER_SUBDIR
-    # the tower's weights live in <out_dir>/vision_tower; keep them out of the LM's safetensors
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith(TOWER_PREFIX)}
-    model.save_pretrained(out_dir, state_dict=state)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out_dir)
-    return out_dir
+    """Former name of `save_llava_checkpoint(model, out_dir, tokenizer)` (kept for callers)."""
+    return save_llava_checkpoint(model, out_dir, tokenizer)

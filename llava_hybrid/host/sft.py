@@ -13,13 +13,13 @@ over `llava.train.train.train()`:
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import json
 import logging
 import os
 import pathlib
-import shutil
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
@@ -35,6 +35,7 @@ from llava.train import train as llava_train  # noqa: E402
 from llava.train.llava_trainer import LLaVATrainer  # noqa: E402
 
 from .builder import MODEL_CLASSES, read_model_type  # noqa: E402
+from .checkpoints import save_vision_tower  # noqa: E402
 from .conversation import check_conv_mode  # noqa: E402
 from .siglip import resolve_tower_path  # noqa: E402
 from .tiny import TOWER_SUBDIR  # noqa: E402
@@ -236,11 +237,14 @@ def _check_mm_flags_match(model_args: ModelArguments, config) -> None:
                              f"{have!r}; drop the flag to keep it")
 
 
-def save_checkpoint(trainer, model, tokenizer, output_dir: str, source_dir: str) -> None:
+def save_checkpoint(trainer, model, tokenizer, output_dir: str, source_dir: Optional[str] = None) -> None:
     """LLaVA's save, plus the tokenizer and the tower directory, so `output_dir` loads on its own.
 
-    A trained tower (--unfreeze_mm_vision_tower) is written to <output_dir>/vision_tower and the
-    config points there; a frozen tower the config names relative to the checkpoint is copied.
+    Our LLaVA classes save their tower from `save_pretrained` (host.checkpoints.save_llava_checkpoint).
+    Where that did not run (LLaVA's own classes, --tune_mm_mlp_adapter's projector-only save), a
+    trained tower (--unfreeze_mm_vision_tower) or one the config names relative to the checkpoint is
+    written the same way (save_vision_tower) and the saved config points at it. `source_dir` (the
+    checkpoint trained from) is accepted for callers; the tower is saved from the model itself.
     """
     model.config.use_cache = True
     llava_train.safe_save_model_for_hf_trainer(trainer=trainer, output_dir=output_dir)
@@ -249,16 +253,13 @@ def save_checkpoint(trainer, model, tokenizer, output_dir: str, source_dir: str)
     tokenizer.save_pretrained(output_dir)
     config = model.config
     tower_name = getattr(config, "mm_vision_tower", None)
-    if tower_name and getattr(config, "unfreeze_mm_vision_tower", False):
-        tower = model.get_vision_tower()
-        tower.vision_tower.save_pretrained(os.path.join(output_dir, TOWER_SUBDIR))
-        tower.image_processor.save_pretrained(os.path.join(output_dir, TOWER_SUBDIR))
-        config.mm_vision_tower = TOWER_SUBDIR
-        config.save_pretrained(output_dir)
-    elif tower_name and not os.path.isabs(tower_name):
-        src, dst = os.path.join(source_dir, tower_name), os.path.join(output_dir, tower_name)
-        if os.path.isdir(src) and not os.path.exists(dst):
-            shutil.copytree(src, dst)
+    written = os.path.isfile(os.path.join(output_dir, TOWER_SUBDIR, "config.json"))
+    if tower_name and not written and (getattr(config, "unfreeze_mm_vision_tower", False)
+                                       or not os.path.isabs(tower_name)):
+        save_vision_tower(model.get_vision_tower(), config, output_dir)
+        saved = copy.deepcopy(model.config)
+        saved.mm_vision_tower = TOWER_SUBDIR
+        saved.save_pretrained(output_dir)
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):

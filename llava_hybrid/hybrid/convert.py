@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from typing import Dict, List, Tuple
 
 import torch
-from safetensors.torch import save_file
 
-from llava_hybrid.host.checkpoints import (TOWER_PREFIX, TOWER_SUBDIR, load_factory_state_dict, map_factory_key,
-                                           translate_factory_config)
+from llava_hybrid.host.checkpoints import (TOWER_PREFIX, load_factory_state_dict, map_factory_key,
+                                           translate_factory_config, write_converted_checkpoint)
 
 MAMBA_CONFIG = "mamba_config.json"
 # Mamba layer keys: the one rule the Factory key map lacks (checked before it)
@@ -134,33 +132,7 @@ def convert_matvlm_checkpoint(src: str, dst: str) -> str:
     if missing:
         raise ValueError(f"{source_name}: missing weights for our model: {missing[:20]}")
 
-    # 3. write LM + projector, the tower directory, the tokenizer
-    ours = {mapped[k]: v.contiguous() for k, v in state.items()}
-    _write(src, dst, config, ours, tower_config, src_config)
+    # 3. write LM + projector, the tower directory, the tokenizer (the host's writer), mamba_config.json
+    write_converted_checkpoint(src, dst, config, {mapped[k]: v for k, v in state.items()}, tower_config, src_config,
+                               extra_files=(MAMBA_CONFIG,))
     return dst
-
-
-def _write(src: str, dst: str, config: Dict, ours: Dict[str, torch.Tensor], tower_config, src_config: Dict) -> None:
-    from transformers import AutoTokenizer
-
-    from llava_hybrid.host.siglip import load_siglip_image_processor
-
-    os.makedirs(dst, exist_ok=True)
-    lm_state = {k: v for k, v in ours.items() if not k.startswith(TOWER_PREFIX)}
-    tower_state = {k[len(TOWER_PREFIX):]: v for k, v in ours.items() if k.startswith(TOWER_PREFIX)}
-    save_file(lm_state, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(dst, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-    tower_dir = os.path.join(dst, TOWER_SUBDIR)
-    os.makedirs(tower_dir, exist_ok=True)
-    tower_config.save_pretrained(tower_dir)
-    save_file(tower_state, os.path.join(tower_dir, "model.safetensors"), metadata={"format": "pt"})
-    processor_src = src if os.path.isfile(os.path.join(src, "preprocessor_config.json")) else tower_dir
-    load_siglip_image_processor(processor_src).save_pretrained(tower_dir)
-    tokenizer = AutoTokenizer.from_pretrained(src)
-    if tokenizer.pad_token is None and src_config.get("pad_token"):
-        tokenizer.pad_token = src_config["pad_token"]
-    tokenizer.save_pretrained(dst)
-    for extra in ("generation_config.json", MAMBA_CONFIG):
-        if os.path.isfile(os.path.join(src, extra)):
-            shutil.copyfile(os.path.join(src, extra), os.path.join(dst, extra))
