@@ -21,6 +21,13 @@ GPT2 = Path(llava_hybrid.__file__).parent / "assets" / "gpt2"
 EOS = "<|endoftext|>"
 
 
+def _train_module():
+    """`llava.train.train`, imported after activate() (its layernorm_alias patch makes it importable)."""
+    llava_hybrid.activate()
+    import llava.train.train as train_mod
+    return train_mod
+
+
 def _gpt2(d):
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(GPT2 / f, d / f)
@@ -134,7 +141,8 @@ def test_collator_keeps_in_sample_eos_attended_when_pad_is_eos(tok):
         assert torch.equal(kept, inst["labels"])
         assert (kept == tok.eos_token_id).sum() == (inst["input_ids"] == tok.eos_token_id).sum() > 0
     # LLaVA's own collator masks them (the bug this collator exists for)
-    llava_collator = original_of(P.DataCollatorForPhi) or P.llava_train_module().DataCollatorForSupervisedDataset
+    train_mod = _train_module()  # importing it puts our collator in place (lazy register)
+    llava_collator = original_of(P.DataCollatorForPhi) or train_mod.DataCollatorForSupervisedDataset
     assert llava_collator is not P.DataCollatorForPhi
     mask = llava_collator(tokenizer=tok)(instances)["attention_mask"]
     assert mask.sum() == batch["attention_mask"].sum() - 4  # 3 + 1 in-sample eos lost
@@ -148,7 +156,7 @@ def test_collator_stacks_images(tok):
 
 
 def test_register_routes_llava_data_module(tok, tmp_path, monkeypatch):
-    train_mod = P.llava_train_module()
+    train_mod = _train_module()
     upstream_preprocess = original_of(train_mod.preprocess) or train_mod.preprocess
     P.register()
     P.register()  # idempotent
@@ -168,3 +176,23 @@ def test_register_routes_llava_data_module(tok, tmp_path, monkeypatch):
     # (LLaVA's legacy path edits the sources in place: give each call its own copy)
     ours, theirs = P.preprocess(copy.deepcopy(src), tok), upstream_preprocess(copy.deepcopy(src), tok)
     assert torch.equal(ours["input_ids"][0], theirs["input_ids"][0])
+
+
+def test_register_is_lazy_until_llava_train_is_imported():
+    """activate() in a fresh process leaves llava.train.train unimported (eval stays light); once it is
+    imported, its preprocess and collator are ours."""
+    import subprocess
+    import sys
+    code = (
+        "import sys\n"
+        "import llava_hybrid, llava_hybrid.host as host\n"
+        "llava_hybrid.activate(); host.register()\n"
+        "import llava.model.builder, llava.mm_utils\n"
+        "assert 'llava.train.train' not in sys.modules, 'imported by activate()'\n"
+        "import llava.train.train as t\n"
+        "from llava_hybrid.host import preprocess as P\n"
+        "assert t.preprocess is P.preprocess, t.preprocess\n"
+        "assert t.DataCollatorForSupervisedDataset is P.DataCollatorForPhi\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

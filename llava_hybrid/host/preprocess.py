@@ -15,6 +15,7 @@ into exactly the whole tokenization, else the sample is reported (never silently
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
@@ -25,7 +26,7 @@ from llava.constants import IGNORE_INDEX
 from llava.conversation import Conversation, SeparatorStyle
 from llava.mm_utils import tokenizer_image_token
 
-from .._patching import original_of, replace_attr
+from .._patching import original_of, replace_attr, when_imported
 from .conversation import conv_phi
 
 logger = logging.getLogger(__name__)
@@ -172,29 +173,18 @@ class DataCollatorForPhi:
         return batch
 
 
-def llava_train_module():
-    """`llava.train.train`, importable on transformers >= 4.53 (ALL_LAYERNORM_LAYERS alias).
-
-    The activation room's patches own this fix; the alias here only covers callers that import
-    this module before `llava_hybrid.activate()` exists or has run.
-    """
-    import transformers.trainer
-    if not hasattr(transformers.trainer, "ALL_LAYERNORM_LAYERS"):
-        from transformers.pytorch_utils import ALL_LAYERNORM_LAYERS
-        transformers.trainer.ALL_LAYERNORM_LAYERS = ALL_LAYERNORM_LAYERS
-    import llava.train.train as train_mod
-    return train_mod
-
-
 def preprocess(sources, tokenizer, has_image: bool = False):
     """Stand-in for `llava.train.train.preprocess`: phi template -> `preprocess_phi`, else LLaVA's."""
     if conversation_lib.default_conversation.version == "phi":
         return preprocess_phi(sources, tokenizer, has_image=has_image)
     original = original_of(preprocess)
-    if original is None:  # register() has not run: LLaVA's own function is still in place
-        original = llava_train_module().preprocess
+    if original is None:  # not patched (yet): LLaVA's own function is still in place
+        original = importlib.import_module("llava.train.train").preprocess
     assert original is not preprocess
     return original(sources, tokenizer, has_image=has_image)
+
+
+_HOOKED = False
 
 
 def register() -> None:
@@ -202,8 +192,17 @@ def register() -> None:
 
     Narrowest points: `make_supervised_data_module` builds `DataCollatorForSupervisedDataset(
     tokenizer=...)` and `LazySupervisedDataset.__getitem__` calls `preprocess(...)`, both looked
-    up in `llava.train.train`'s globals at call time.
+    up in `llava.train.train`'s globals at call time. Lazy: the replacement happens when
+    `llava.train.train` is imported (at once if it already is), so eval processes never import the
+    training stack; importing it on transformers >= 4.53 needs the layernorm_alias patch, which
+    `llava_hybrid.activate()` arranges.
     """
-    train_mod = llava_train_module()
+    global _HOOKED
+    if not _HOOKED:
+        _HOOKED = True
+        when_imported("llava.train.train", _patch_train_module)
+
+
+def _patch_train_module(train_mod) -> None:
     replace_attr(train_mod, "preprocess", preprocess)
     replace_attr(train_mod, "DataCollatorForSupervisedDataset", DataCollatorForPhi)
