@@ -69,7 +69,7 @@ class Rotary(nn.Module):
         angles = torch.cat((freqs, freqs), dim=-1)  # (B, L, R)
         return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]
 
-    def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotate the first rotary_dim channels of x (B, H, L, hd); the rest pass through."""
         rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
         half = self.rotary_dim // 2
@@ -159,7 +159,7 @@ class Attention(nn.Module):
 
         # 2. rotary on the first rotary_dim channels of q and k
         cos, sin = self.rotary.cos_sin(position_ids, q.dtype)  # (B, 1, L, R)
-        q, k = self.rotary.apply(q, cos, sin), self.rotary.apply(k, cos, sin)
+        q, k = self.rotary.rotate(q, cos, sin), self.rotary.rotate(k, cos, sin)
 
         # 3. append to the cache: k, v become (B, kv_heads, past+L, hd)
         if cache is not None:
