@@ -175,3 +175,29 @@ def test_half_images_reach_a_float32_model(tmp_path):
     with torch.no_grad():
         feats = model.encode_images(images)
     assert feats.dtype == torch.float32 and feats.shape[0] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the mapping only applies without CUDA")
+def test_cuda_moves_map_to_cpu_in_a_cpu_only_process():
+    """llava.eval.model_vqa_loader does `input_ids.to(device='cuda', non_blocking=True)` and
+    `images.to(dtype=torch.float16, device='cuda')`; LLaVA's builder moves the tower with `.to(device=...)`.
+    Run in a fresh interpreter with the hook off, so only the patch under test changes torch."""
+    code = (
+        "import torch\n"
+        "from llava_hybrid.patches import cuda_to_cpu\n"
+        "assert cuda_to_cpu.apply() and not cuda_to_cpu.apply()\n"
+        "t = torch.ones(2)\n"
+        "assert t.to(device='cuda', non_blocking=True).device.type == 'cpu'\n"
+        "h = t.to(dtype=torch.float16, device='cuda:0')\n"
+        "assert h.device.type == 'cpu' and h.dtype == torch.float16\n"
+        "assert t.to('cuda', torch.float64).dtype == torch.float64\n"
+        "assert t.to(torch.device('cuda')).device.type == 'cpu' and t.cuda().device.type == 'cpu'\n"
+        "assert t.to(torch.bfloat16).dtype == torch.bfloat16\n"
+        "m = torch.nn.Linear(2, 2).to(device='cuda', dtype=torch.float64)\n"
+        "assert m.weight.device.type == 'cpu' and m.weight.dtype == torch.float64\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "LLAVA_HYBRID_DISABLE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
