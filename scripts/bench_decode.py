@@ -2,7 +2,7 @@
 layer's decode step against the context length. Writes docs/benchmarks/decode_<device>.json, its PNGs,
 and layer_step_<device>.json/.png. See docs/benchmarks.md.
 
-    # CPU (the committed numbers; scaled shape, fp32, one thread, 2 interleaved rounds, ~10 min)
+    # CPU (the committed numbers: scaled shape, fp32, one thread, speed at each context length, 3 rounds)
     .venv/bin/python scripts/bench_decode.py --device cpu
     # GPU (Phi-2's full shape): scripts/bench_decode_gpu.sh
 """
@@ -18,17 +18,19 @@ from llava_hybrid.bench.decode import DecodeBenchSpec
 from llava_hybrid.bench.run import markdown_tables, replot, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS = {  # per device: shape, dtype, generated lengths, batches, layer-step context lengths, rounds
-    "cpu": ("small", "fp32", "128,256,512,1024,2048", "1", "256,512,1024,2048,4096,8192,16384", 2),
-    "cuda": ("phi2", "fp16", "1024,2048,4096,8192,16384,32768", "1,64", "256,1024,4096,16384,32768", 1),
+DEFAULTS = {  # per device: shape, dtype, lengths, batches, layer-step context lengths, protocol, rounds
+    "cpu": ("small", "fp32", "128,256,512,1024,2048,4096", "1", "256,512,1024,2048,4096,8192,16384", "context", 3),
+    "cuda": ("phi2", "fp16", "1024,2048,4096,8192,16384,32768", "1,64", "256,1024,4096,16384,32768", "prefix", 1),
 }
 
 
 def ints(text: str) -> tuple[int, ...]:
+    """ "1024,2048" -> (1024, 2048); "" -> ()."""
     return tuple(int(x) for x in text.split(",") if x)
 
 
 def floats(text: str) -> tuple[float, ...]:
+    """ "0.125,0.25" -> (0.125, 0.25)."""
     return tuple(float(x) for x in text.split(",") if x)
 
 
@@ -42,8 +44,11 @@ def main(argv=None) -> None:
     ap.add_argument("--batches", type=ints, help="batch sizes, comma separated")
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--engines", default="same,hf_generate", help="same and/or hf_generate")
-    ap.add_argument("--protocol", default="prefix", choices=["prefix", "per_length"])
-    ap.add_argument("--rounds", type=int, help="rounds, fastest kept (default: 2 on cpu, 1 on cuda)")
+    ap.add_argument("--protocol", choices=["prefix", "per_length", "context"],
+                    help="prefix (one run timed at every length; default on cuda), per_length, or context "
+                         "(prompt of each length + --context-steps timed steps; default on cpu)")
+    ap.add_argument("--context-steps", type=int, default=32)
+    ap.add_argument("--rounds", type=int, help="interleaved rounds, fastest kept (default: 3 on cpu, 1 on cuda)")
     ap.add_argument("--layer-step-lens", type=ints, help="context lengths of the one-layer step ('' to skip)")
     ap.add_argument("--layer-shape", default="phi2", help="shape of the one layer timed (default phi2)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: a shared machine makes more slower)")
@@ -66,13 +71,13 @@ def main(argv=None) -> None:
         raise ValueError(f"--device {args.device!r}: expected cpu or cuda")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but torch.cuda.is_available() is False")
-    shape, dtype, gen_lens, batches, layer_lens, rounds = DEFAULTS[kind]
+    shape, dtype, gen_lens, batches, layer_lens, protocol, rounds = DEFAULTS[kind]
     torch.set_num_threads(args.threads)
     spec = DecodeBenchSpec(
         device=args.device, shape=args.shape or shape, dtype=args.dtype or dtype, ratios=args.ratios,
         gen_lens=args.gen_lens or ints(gen_lens), batches=args.batches or ints(batches),
-        prompt_len=args.prompt_len, engines=tuple(args.engines.split(",")), protocol=args.protocol,
-        rounds=args.rounds or rounds, seed=args.seed)
+        prompt_len=args.prompt_len, engines=tuple(args.engines.split(",")), protocol=args.protocol or protocol,
+        context_steps=args.context_steps, rounds=args.rounds or rounds, seed=args.seed)
     layer = ints(layer_lens) if args.layer_step_lens is None else args.layer_step_lens
     for path in run_all(spec, args.out_dir, layer, args.layer_shape, tag=args.tag):
         print(f"wrote {path}")

@@ -98,10 +98,10 @@ def test_same_engine_teacher_tokens_equal_transformers_greedy_generate(one_threa
     assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("protocol,rounds", [("prefix", 2), ("per_length", 1)])
+@pytest.mark.parametrize("protocol,rounds", [("prefix", 2), ("per_length", 1), ("context", 2)])
 def test_tiny_run_rows_schema_and_plots(tmp_path, protocol, rounds, one_thread):
     spec = DecodeBenchSpec(shape="tiny", ratios=(0.5,), gen_lens=(8, 24), batches=(1, 2), prompt_len=4,
-                           protocol=protocol, rounds=rounds)
+                           protocol=protocol, rounds=rounds, context_steps=5)
     paths = run_all(spec, tmp_path, layer_lens=(16, 64) if protocol == "prefix" else (), layer_shape="tiny",
                     layer_repeats=2, log=lambda line: None)
     data = json.loads((tmp_path / "decode_cpu.json").read_text())
@@ -124,6 +124,8 @@ def test_tiny_run_rows_schema_and_plots(tmp_path, protocol, rounds, one_thread):
     kv_step = kv_bytes_per_token(shape_config("tiny", 0.0), "fp32")
     assert cache["teacher", "same", 1, 24] - cache["teacher", "same", 1, 8] == 16 * 4 * kv_step
     assert cache["hybrid-50%", "same", 1, 24] - cache["hybrid-50%", "same", 1, 8] == 16 * 2 * kv_step
+    ends = {r["context_len_end"] for r in rows if r["gen_len"] == 24}  # prompt + 24 - 1, or 24 + 5 steps
+    assert ends == ({24 + 5} if protocol == "context" else {4 + 24 - 1})
     for path in paths:
         assert path.exists() and path.stat().st_size > 0
     names = {p.name for p in paths}

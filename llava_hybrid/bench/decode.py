@@ -8,7 +8,9 @@ For every model, engine, batch and generated length one row:
 Timing: a short random prompt, eos disabled, greedy; tokens_per_s = batch * (T - 1) / (seconds from the
 first new token, i.e. the end of the prefill, to the T-th), read from a clock that syncs the device only at
 the lengths asked for. Protocol "prefix" (default) times ONE run of max(T) tokens at every T (greedy: its
-first T tokens are the T-token run); "per_length" runs each T separately (exact CUDA peak memory per T).
+first T tokens are the T-token run); "per_length" runs each T separately (exact CUDA peak memory per T);
+"context" prefills a random prompt of T tokens and times the next `context_steps` decode steps: the speed
+AT context T (what the bound at T describes), short enough to interleave models and repeat (noisy CPUs).
 Memory: per_length on CUDA: `max_memory_allocated` of the T-token call (prefix on CUDA records it for the
 longest T as `measured_peak_bytes`; a prefix run that does not fit falls back to per_length for that
 batch, so shorter lengths still get measured); otherwise the tensor accounting
@@ -23,7 +25,7 @@ from __future__ import annotations
 import gc
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers.generation.streamers import BaseStreamer
@@ -46,7 +48,8 @@ class DecodeBenchSpec:
     batches: tuple[int, ...] = (1,)
     prompt_len: int = 16
     engines: tuple[str, ...] = ("same", "hf_generate")
-    protocol: str = "prefix"  # "prefix": one run per batch timed at each length; "per_length": one run per length
+    protocol: str = "prefix"  # "prefix" | "per_length" | "context" (see the module docstring)
+    context_steps: int = 32  # protocol "context": decode steps timed after each prompt of length T
     rounds: int = 1  # > 1: all models resident, run in turn `rounds` times, fastest round kept (noisy CPUs)
     seed: int = 0
 
@@ -215,6 +218,9 @@ def _measure_lengths(model, engine: str, batch: int, spec: DecodeBenchSpec) -> d
         measure(model, engine, batch, 8, spec.prompt_len, spec.device, spec.seed)  # warm-up
     except torch.OutOfMemoryError:
         return {t: dict(_OOM_ROW) for t in spec.gen_lens}
+    if spec.protocol == "context":  # a prompt of T tokens, then context_steps + 1 new tokens
+        return {t: measure(model, engine, batch, spec.context_steps + 1, t, spec.device, spec.seed)
+                for t in spec.gen_lens}
     if spec.protocol == "prefix":
         results = measure_prefixes(model, engine, batch, spec.gen_lens, spec.prompt_len, spec.device, spec.seed)
         if not results[max(spec.gen_lens)]["oom"]:
@@ -240,12 +246,14 @@ def _best_of_rounds(rounds: list[dict]) -> dict:
 
 def _row(config, teacher_config, ratio, engine, batch, gen_len, result, spec: DecodeBenchSpec) -> dict:
     """One output row: identity, measurements and the bandwidth bound of the run."""
-    dtype, end = DTYPES[spec.dtype], spec.prompt_len + gen_len - 1
+    dtype = DTYPES[spec.dtype]
+    prompt, steps = (gen_len, spec.context_steps + 1) if spec.protocol == "context" else (spec.prompt_len, gen_len)
+    end = prompt + steps - 1  # tokens cached at the last timed step
     return {
         "model": model_name(ratio), "ratio": ratio, "mamba_layers": list(getattr(config, "mamba_layers", [])),
-        "engine": engine, "batch": batch, "prompt_len": spec.prompt_len, "gen_len": gen_len,
+        "engine": engine, "batch": batch, "prompt_len": prompt, "gen_len": gen_len, "context_len_end": end,
         "protocol": spec.protocol, "rounds": spec.rounds, **result,
-        "bound_speed_ratio": run_bound_speed_ratio(config, teacher_config, spec.prompt_len, gen_len, batch, dtype),
+        "bound_speed_ratio": run_bound_speed_ratio(config, teacher_config, prompt, steps, batch, dtype),
         "bound_bytes_per_step_end": decode_bytes(config if engine == "same" else teacher_config, end, batch,
                                                  dtype)["total"],
     }
@@ -290,14 +298,14 @@ def run_decode_benchmark(spec: DecodeBenchSpec, on_row=lambda row: None) -> list
     """
     if spec.dtype not in DTYPES:
         raise ValueError(f"--dtype {spec.dtype!r} is not one of {sorted(DTYPES)}")
-    if spec.protocol not in ("prefix", "per_length"):
-        raise ValueError(f"--protocol {spec.protocol!r} is not one of prefix, per_length")
+    if spec.protocol not in ("prefix", "per_length", "context"):
+        raise ValueError(f"--protocol {spec.protocol!r} is not one of prefix, per_length, context")
     unknown = set(spec.engines) - {"same", "hf_generate"}
     if unknown:
         raise ValueError(f"--engines {sorted(unknown)} unknown; choose from same, hf_generate")
     if spec.rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {spec.rounds}")
-    max_positions = spec.prompt_len + max(spec.gen_lens)
+    max_positions = max(spec.prompt_len, spec.context_steps + 1) + max(spec.gen_lens)
     teacher_config = shape_config(spec.shape, 0.0, max_positions)
     rows: list[dict] = []
 
@@ -318,8 +326,14 @@ def run_decode_benchmark(spec: DecodeBenchSpec, on_row=lambda row: None) -> list
         else:
             resident = list(_models(spec, max_positions))
             for batch in spec.batches:
-                runs = [[_measure_lengths(model, engine, batch, spec) for _, engine, model in resident]
-                        for _ in range(spec.rounds)]  # runs[round][model]
+                if spec.protocol == "context":  # rounds interleaved per length: [round][model][length]
+                    per_len = {t: [[_measure_lengths(m, e, batch, replace(spec, gen_lens=(t,)))[t] for _, e, m in resident]
+                                   for _ in range(spec.rounds)] for t in spec.gen_lens}
+                    runs = [[{t: per_len[t][r][i] for t in spec.gen_lens} for i in range(len(resident))]
+                            for r in range(spec.rounds)]
+                else:
+                    runs = [[_measure_lengths(model, engine, batch, spec) for _, engine, model in resident]
+                            for _ in range(spec.rounds)]  # runs[round][model]
                 for i, (ratio, engine, model) in enumerate(resident):
                     emit(ratio, engine, model.config, batch,
                          {t: _best_of_rounds([runs[r][i][t] for r in range(spec.rounds)]) for t in spec.gen_lens})
