@@ -48,6 +48,8 @@ def main(argv=None) -> None:
                     help="prefix (one run timed at every length; default on cuda), per_length, or context "
                          "(prompt of each length + --context-steps timed steps; default on cpu)")
     ap.add_argument("--context-steps", type=int, default=32)
+    ap.add_argument("--timer", choices=["wall", "cpu"],
+                    help="wall clock, or this process's CPU time (default: cpu on cpu, a shared machine)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds, fastest kept (default: 3 on cpu, 1 on cuda)")
     ap.add_argument("--layer-step-lens", type=ints, help="context lengths of the one-layer step ('' to skip)")
     ap.add_argument("--layer-shape", default="phi2", help="shape of the one layer timed (default phi2)")
@@ -77,7 +79,8 @@ def main(argv=None) -> None:
         device=args.device, shape=args.shape or shape, dtype=args.dtype or dtype, ratios=args.ratios,
         gen_lens=args.gen_lens or ints(gen_lens), batches=args.batches or ints(batches),
         prompt_len=args.prompt_len, engines=tuple(args.engines.split(",")), protocol=args.protocol or protocol,
-        context_steps=args.context_steps, rounds=args.rounds or rounds, seed=args.seed)
+        context_steps=args.context_steps, rounds=args.rounds or rounds, seed=args.seed,
+        timer=args.timer or ("cpu" if kind == "cpu" else "wall"))
     layer = ints(layer_lens) if args.layer_step_lens is None else args.layer_step_lens
     for path in run_all(spec, args.out_dir, layer, args.layer_shape, tag=args.tag):
         print(f"wrote {path}")

@@ -101,7 +101,7 @@ def test_same_engine_teacher_tokens_equal_transformers_greedy_generate(one_threa
 @pytest.mark.parametrize("protocol,rounds", [("prefix", 2), ("per_length", 1), ("context", 2)])
 def test_tiny_run_rows_schema_and_plots(tmp_path, protocol, rounds, one_thread):
     spec = DecodeBenchSpec(shape="tiny", ratios=(0.5,), gen_lens=(8, 24), batches=(1, 2), prompt_len=4,
-                           protocol=protocol, rounds=rounds, context_steps=5)
+                           protocol=protocol, rounds=rounds, context_steps=5, timer="cpu" if rounds > 1 else "wall")
     paths = run_all(spec, tmp_path, layer_lens=(16, 64) if protocol == "prefix" else (), layer_shape="tiny",
                     layer_repeats=2, log=lambda line: None)
     data = json.loads((tmp_path / "decode_cpu.json").read_text())
@@ -143,6 +143,8 @@ def test_bad_spec_values_name_the_flag():
         run_decode_benchmark(DecodeBenchSpec(shape="tiny", protocol="nope"))
     with pytest.raises(ValueError, match="--shape"):
         run_decode_benchmark(DecodeBenchSpec(shape="huge"))
+    with pytest.raises(ValueError, match="--timer"):
+        run_decode_benchmark(DecodeBenchSpec(shape="tiny", device="meta", timer="cpu"))
     with pytest.raises(ValueError, match="--rounds"):
         run_decode_benchmark(DecodeBenchSpec(shape="tiny", rounds=0))
     with pytest.raises(ValueError, match="--engines"):

@@ -50,6 +50,7 @@ class DecodeBenchSpec:
     engines: tuple[str, ...] = ("same", "hf_generate")
     protocol: str = "prefix"  # "prefix" | "per_length" | "context" (see the module docstring)
     context_steps: int = 32  # protocol "context": decode steps timed after each prompt of length T
+    timer: str = "wall"  # "wall" | "cpu" (process CPU time; CPU device only)
     rounds: int = 1  # > 1: all models resident, run in turn `rounds` times, fastest round kept (noisy CPUs)
     seed: int = 0
 
@@ -69,12 +70,18 @@ def _tensor_bytes(cache) -> int:
     return total
 
 
+# "wall": elapsed time; "cpu": this process's CPU time (single-threaded CPU runs on a shared machine: the
+# time other processes hold the cores is not counted)
+TIMERS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 class StepClock:
     """Wall time at which chosen token counts are reached in one generate call (the device is synchronised
     only at those counts, so the decode loop keeps its normal host/device overlap in between)."""
 
-    def __init__(self, checkpoints, device):
+    def __init__(self, checkpoints, device, timer: str = "wall"):
         self.checkpoints, self.device = set(checkpoints) | {1}, device
+        self.now = TIMERS[timer]
         self.count, self.times = 0, {}
 
     def tick(self) -> None:
@@ -82,7 +89,7 @@ class StepClock:
         self.count += 1
         if self.count in self.checkpoints:
             _sync(self.device)
-            self.times[self.count] = time.perf_counter()
+            self.times[self.count] = self.now()
 
     def decode_seconds(self, n: int) -> float:
         """Seconds from token 1 (end of the prefill) to token n: the decode of n - 1 tokens."""
@@ -151,7 +158,8 @@ def _prompt(model, batch: int, prompt_len: int, device, seed: int) -> torch.Tens
 _OOM_ROW = {"oom": True, "tokens_per_s": None, "decode_s": None, "peak_mem_bytes": None, "cache_bytes": None}
 
 
-def measure(model, engine: str, batch: int, gen_len: int, prompt_len: int, device, seed: int = 0) -> dict:
+def measure(model, engine: str, batch: int, gen_len: int, prompt_len: int, device, seed: int = 0,
+            timer: str = "wall") -> dict:
     """Protocol "per_length": one generate call of gen_len tokens; tokens_per_s, decode_s, peak_mem_bytes
     (CUDA max_memory_allocated, or CPU weights + cache accounting), cache_bytes, oom."""
     ids = _prompt(model, batch, prompt_len, device, seed)
@@ -160,7 +168,7 @@ def measure(model, engine: str, batch: int, gen_len: int, prompt_len: int, devic
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        clock = StepClock([gen_len], device)
+        clock = StepClock([gen_len], device, timer)
         cache_bytes = _generate(model, engine, ids, gen_len, clock)
     except torch.OutOfMemoryError:
         gc.collect()
@@ -178,14 +186,15 @@ def measure(model, engine: str, batch: int, gen_len: int, prompt_len: int, devic
     return row
 
 
-def measure_prefixes(model, engine: str, batch: int, gen_lens, prompt_len: int, device, seed: int = 0) -> dict:
+def measure_prefixes(model, engine: str, batch: int, gen_lens, prompt_len: int, device, seed: int = 0,
+                     timer: str = "wall") -> dict:
     """Protocol "prefix": ONE generate call of max(gen_lens) tokens, timed at each length in gen_lens
     (greedy decoding makes the first T tokens of a long run the T-token run). Memory by accounting:
     weights + the cache a T-token run holds (HybridCache for P + T; stock DynamicCache is linear in the
     tokens it holds, P + T - 1). Returns {gen_len: row fields}."""
     ids = _prompt(model, batch, prompt_len, device, seed)
     longest = max(gen_lens)
-    clock = StepClock(gen_lens, device)
+    clock = StepClock(gen_lens, device, timer)
     cuda = torch.device(device).type == "cuda"
     try:
         if cuda:
@@ -219,17 +228,18 @@ def _measure_lengths(model, engine: str, batch: int, spec: DecodeBenchSpec) -> d
     except torch.OutOfMemoryError:
         return {t: dict(_OOM_ROW) for t in spec.gen_lens}
     if spec.protocol == "context":  # a prompt of T tokens, then context_steps + 1 new tokens
-        return {t: measure(model, engine, batch, spec.context_steps + 1, t, spec.device, spec.seed)
+        return {t: measure(model, engine, batch, spec.context_steps + 1, t, spec.device, spec.seed, spec.timer)
                 for t in spec.gen_lens}
     if spec.protocol == "prefix":
-        results = measure_prefixes(model, engine, batch, spec.gen_lens, spec.prompt_len, spec.device, spec.seed)
+        results = measure_prefixes(model, engine, batch, spec.gen_lens, spec.prompt_len, spec.device, spec.seed,
+                                   spec.timer)
         if not results[max(spec.gen_lens)]["oom"]:
             return results
         # the longest run does not fit: one run per length, up to the first OOM
     results, oom = {}, False
     for gen_len in spec.gen_lens:
         results[gen_len] = dict(_OOM_ROW) if oom else measure(model, engine, batch, gen_len, spec.prompt_len,
-                                                              spec.device, spec.seed)
+                                                              spec.device, spec.seed, spec.timer)
         oom = results[gen_len]["oom"]
     return results
 
@@ -303,6 +313,8 @@ def run_decode_benchmark(spec: DecodeBenchSpec, on_row=lambda row: None) -> list
     unknown = set(spec.engines) - {"same", "hf_generate"}
     if unknown:
         raise ValueError(f"--engines {sorted(unknown)} unknown; choose from same, hf_generate")
+    if spec.timer not in TIMERS or (spec.timer == "cpu" and torch.device(spec.device).type != "cpu"):
+        raise ValueError(f"--timer {spec.timer!r}: choose wall, or cpu on a CPU device")
     if spec.rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {spec.rounds}")
     max_positions = max(spec.prompt_len, spec.context_steps + 1) + max(spec.gen_lens)

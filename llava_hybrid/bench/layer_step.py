@@ -17,11 +17,12 @@ from llava_hybrid.hybrid import HybridCache
 from llava_hybrid.hybrid.modeling_base import build_mamba_mixer
 from llava_hybrid.hybrid.modeling_phi import PhiHybridAttention
 
+from .decode import TIMERS
 from .models import shape_config
 
 
-def _median_seconds(fn, warmup: int, repeats: int, device) -> tuple[float, list[float]]:
-    """(median, all) wall seconds of fn() after `warmup` calls, the device synchronised around each."""
+def _median_seconds(fn, warmup: int, repeats: int, device, now=time.perf_counter) -> tuple[float, list[float]]:
+    """(median, all) seconds (by the clock `now`) of fn() after `warmup` calls, the device synchronised around each."""
     cuda = torch.device(device).type == "cuda"
     for _ in range(warmup):
         fn()
@@ -29,21 +30,22 @@ def _median_seconds(fn, warmup: int, repeats: int, device) -> tuple[float, list[
     for _ in range(repeats):
         if cuda:
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = now()
         fn()
         if cuda:
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     return statistics.median(times), times
 
 
 @torch.inference_mode()
 def run_layer_step_benchmark(shape: str = "phi2", lengths=(256, 1024, 4096, 16384), batch: int = 1,
                              dtype: torch.dtype = torch.float32, device="cpu", warmup: int = 2,
-                             repeats: int = 10, seed: int = 0) -> list[dict]:
+                             repeats: int = 10, seed: int = 0, timer: str = "wall") -> list[dict]:
     """Rows {"layer": "mamba"|"attention", "context_len", "median_s", "times_s"} of one decode step of one
     layer of `shape` (models.SHAPES) at each context length (the Mamba row is measured once per length
-    too, interleaved with the attention one, so machine load hits both alike)."""
+    too, interleaved with the attention one, so machine load hits both alike). timer: "wall" or "cpu"
+    (process CPU time, see decode.TIMERS)."""
     torch.manual_seed(seed)
     config = shape_config(shape, 0.0, max(lengths) + 1)
     config.mamba_layers = [0]  # layer 0 as Mamba for the mixer's shape; the attention below is layer 1
@@ -66,7 +68,7 @@ def run_layer_step_benchmark(shape: str = "phi2", lengths=(256, 1024, 4096, 1638
         positions = torch.full((batch, 1), length, device=device)
         steps = {"attention": lambda: attention(x, None, positions, cache), "mamba": lambda: mamba(x, state=state)}
         for layer, fn in steps.items():
-            median, times = _median_seconds(fn, warmup, repeats, device)
+            median, times = _median_seconds(fn, warmup, repeats, device, TIMERS[timer])
             rows.append({"layer": layer, "context_len": length, "batch": batch, "median_s": median, "times_s": times})
         del cache
     return rows

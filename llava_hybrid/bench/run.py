@@ -73,12 +73,13 @@ def run_all(spec: DecodeBenchSpec, out_dir: Path, layer_lens=(), layer_shape: st
     paths = [decode_json, *plot_decode(rows, out_dir / f"decode_{device_kind}", label)]
     if layer_lens:
         layer_rows = run_layer_step_benchmark(layer_shape, tuple(layer_lens), dtype=DTYPES[spec.dtype],
-                                              device=spec.device, repeats=layer_repeats, seed=spec.seed)
+                                              device=spec.device, repeats=layer_repeats, seed=spec.seed,
+                                              timer=spec.timer)
         for r in layer_rows:
             log(f"{r['layer']:>9} step at L {r['context_len']:>6}: {r['median_s'] * 1e3:8.2f} ms")
         layer_json = out_dir / f"layer_step_{device_kind}.json"
         layer_header = {**machine_header(spec.device), "what": "one decode step of one layer vs context length",
-                        "shape": layer_shape, "dtype": spec.dtype, "repeats": layer_repeats}
+                        "shape": layer_shape, "dtype": spec.dtype, "repeats": layer_repeats, "timer": spec.timer}
         _write(layer_json, layer_header, layer_rows)
         paths += [layer_json, plot_layer_step(layer_rows, out_dir / f"layer_step_{device_kind}.png",
                                               f"one layer's decode step, {layer_shape} layer, {spec.dtype}, "
