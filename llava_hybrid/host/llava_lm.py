@@ -99,12 +99,14 @@ class LlavaLMMixin(LlavaMetaForCausalLM):
 
     def generate_from_embeds(self, inputs_embeds: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                              position_ids: Optional[torch.Tensor] = None, **kwargs) -> torch.LongTensor:
-        """The decode loop from prompt embeddings (B, L, D): transformers' generate.
+        """The decode loop from prompt embeddings (B, L, D): transformers' generate -> new tokens (B, T).
 
-        transformers (4.37 .. 5.23) starts an embeds-only decoder generate from empty input_ids, so
-        the result holds only the new tokens (tests/test_llava_phi.py checks this).
+        Empty prompt ids (B, 0) go with the embeddings: without them transformers 4.37 seeds the output
+        with a (B, 1) bos column (newer versions start empty), so on every version the result holds
+        only the new tokens (tests/test_llava_phi.py checks this).
         """
-        return super().generate(position_ids=position_ids, attention_mask=attention_mask,
+        empty_ids = torch.empty(inputs_embeds.shape[0], 0, dtype=torch.long, device=inputs_embeds.device)
+        return super().generate(empty_ids, position_ids=position_ids, attention_mask=attention_mask,
                                 inputs_embeds=inputs_embeds, **kwargs)
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, state_dict=None, **kwargs):

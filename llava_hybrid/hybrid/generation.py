@@ -217,6 +217,23 @@ def generate_tokens(model, input_ids=None, inputs_embeds=None, attention_mask=No
     )
 
 
+def _generation_defaults(model) -> list:
+    """Where eos/pad defaults come from, first non-None wins: model.generation_config, then model.config.
+
+    transformers < 5 gives every model a generation_config copied from its config at init; while that
+    copy is unmodified it is stale after a config edit, so (as transformers' own legacy rule) the config
+    is read instead. transformers 5 models of ours have no generation_config at all.
+    """
+    gen = getattr(model, "generation_config", None)
+    derived_and_unmodified = (
+        gen is not None and getattr(gen, "_from_model_config", False)
+        and getattr(gen, "_original_object_hash", None) == hash(gen)
+    )
+    if gen is None or derived_and_unmodified:
+        return [model.config]
+    return [gen, model.config]
+
+
 def generate_from_kwargs(model, inputs=None, **kwargs) -> torch.Tensor:
     """`model.generate(...)` with HF-style keyword arguments -> new tokens (B, T).
 
@@ -238,7 +255,7 @@ def generate_from_kwargs(model, inputs=None, **kwargs) -> torch.Tensor:
         kwargs.pop(key, None)
     if kwargs.pop("position_ids", None) is not None:
         raise NotImplementedError("generate: position_ids are derived from attention_mask; do not pass them")
-    defaults = [getattr(model, "generation_config", None), model.config]  # first non-None wins
+    defaults = _generation_defaults(model)  # first non-None wins
 
     def default(name):
         given = kwargs.pop(name, None)
