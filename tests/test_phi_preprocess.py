@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models
+from tokenizers import Tokenizer, decoders, models, normalizers
 from transformers import GPT2Tokenizer, PreTrainedTokenizerFast
 
 import llava_hybrid
@@ -105,11 +105,17 @@ def test_tokenizer_with_bos_rejected(tmp_path):
 
 
 def _merging_tokenizer():
-    """A char BPE without pre-tokenizer that merges ': ' -- so '...ASSISTANT:' | ' red' is not additive."""
-    chars = sorted(set(string.ascii_letters + string.digits + string.punctuation + " \n'"))
+    """A char BPE without pre-tokenizer that merges ': ' -- so '...ASSISTANT:' | ' red' is not additive.
+
+    Spaces are normalised to '▁' (and decoded back): tokenizers < 0.20 (transformers 4.37's lane) saves
+    a merge as one space-joined string, so a merge holding ' ' would not survive the tokenizer's copy.
+    """
+    chars = sorted(set(string.ascii_letters + string.digits + string.punctuation + "▁\n'"))
     vocab = {c: i for i, c in enumerate(chars)}
-    vocab[": "] = len(vocab)
-    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[(":", " ")], unk_token="?"))
+    vocab[":▁"] = len(vocab)
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[(":", "▁")], unk_token="?"))
+    bpe.normalizer = normalizers.Replace(" ", "▁")
+    bpe.decoder = decoders.Replace("▁", " ")
     bpe.add_special_tokens([EOS])
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS, unk_token="?",
                                    model_max_length=4096)
