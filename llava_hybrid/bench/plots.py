@@ -31,8 +31,8 @@ def _series(rows, batch, key, engine="same"):
 
 def _panels(rows, title: str):
     batches = sorted({r["batch"] for r in rows})
-    fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.2), squeeze=False)
-    fig.suptitle(title)
+    fig, axes = plt.subplots(1, len(batches), figsize=(max(7.5, 6 * len(batches)), 4.4), squeeze=False)
+    fig.suptitle(title, fontsize=9)
     return fig, list(zip(batches, axes[0]))
 
 
@@ -45,13 +45,13 @@ def _finish(fig, ax, xlabel, ylabel, gen_lens):
     ax.legend(fontsize=8)
 
 
-def plot_decode(rows: list[dict], out_prefix: Path, label: str) -> list[Path]:
+def plot_decode(rows: list[dict], out_prefix: Path, label: str, xlabel: str = "generated tokens") -> list[Path]:
     """Write <prefix>_speed.png, <prefix>_memory.png and <prefix>_ratio.png; returns the paths."""
     gen_lens = sorted({r["gen_len"] for r in rows})
     paths = []
     for kind, key, ylabel, scale in (("speed", "tokens_per_s", "decode tokens / s", 1.0),
                                      ("memory", "peak_mem_bytes", "peak memory (MiB)", 2.0**-20)):
-        fig, panels = _panels(rows, f"{label}: {'decode throughput' if kind == 'speed' else 'memory'}")
+        fig, panels = _panels(rows, f"{label}\n{'decode throughput' if kind == 'speed' else 'memory: weights + cache'}")
         for batch, ax in panels:
             for i, (model, (xs, ys)) in enumerate(_series(rows, batch, key).items()):
                 ax.plot(xs, [y * scale for y in ys], "o-", color=_color(model, i), label=f"{model} (same engine)")
@@ -62,14 +62,14 @@ def plot_decode(rows: list[dict], out_prefix: Path, label: str) -> list[Path]:
                     ax.annotate("OOM", (r["gen_len"], 0), xycoords=("data", "axes fraction"), fontsize=7,
                                 color=_color(r["model"], 0), ha="center", va="bottom")
             ax.set_title(f"batch {batch}")
-            _finish(fig, ax, "generated tokens", ylabel, gen_lens)
+            _finish(fig, ax, xlabel, ylabel, gen_lens)
         fig.tight_layout()
         path = Path(f"{out_prefix}_{kind}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
 
-    fig, panels = _panels(rows, f"{label}: hybrid / teacher decode speed (same engine) vs the bandwidth bound")
+    fig, panels = _panels(rows, f"{label}\nhybrid / teacher decode speed (same engine) vs the bandwidth bound")
     for batch, ax in panels:
         measured = _series(rows, batch, "speed_ratio_vs_teacher")
         bound = _series(rows, batch, "bound_speed_ratio")
@@ -78,7 +78,7 @@ def plot_decode(rows: list[dict], out_prefix: Path, label: str) -> list[Path]:
             ax.plot(*bound[model], ":", color=_color(model, i), label=f"{model} bound")
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_title(f"batch {batch}")
-        _finish(fig, ax, "generated tokens", "speed ratio vs teacher", gen_lens)
+        _finish(fig, ax, xlabel, "speed ratio vs teacher", gen_lens)
     fig.tight_layout()
     path = Path(f"{out_prefix}_ratio.png")
     fig.savefig(path, dpi=110)
@@ -100,3 +100,10 @@ def plot_layer_step(rows: list[dict], path: Path, label: str) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def decode_xlabel(spec: dict) -> str:
+    """x-axis label for a decode spec (as saved in the JSON header)."""
+    if spec.get("protocol") == "context":
+        return f"context length T (prompt of T tokens, then {spec.get('context_steps')} timed steps)"
+    return "generated tokens"

@@ -21,7 +21,7 @@ import torch
 from .decode import DecodeBenchSpec, add_measured_ratios, run_decode_benchmark
 from .layer_step import run_layer_step_benchmark
 from .models import DTYPES
-from .plots import plot_decode, plot_layer_step
+from .plots import decode_xlabel, plot_decode, plot_layer_step
 
 
 def machine_header(device: str) -> dict:
@@ -69,8 +69,8 @@ def run_all(spec: DecodeBenchSpec, out_dir: Path, layer_lens=(), layer_shape: st
     run_decode_benchmark(spec, on_row)
     add_measured_ratios(rows)
     _write(decode_json, header, rows)
-    label = f"{header['device_name']} ({spec.shape}, {spec.dtype})"
-    paths = [decode_json, *plot_decode(rows, out_dir / f"decode_{device_kind}", label)]
+    label = f"{header['device_name']} ({spec.shape}, {spec.dtype}, {spec.protocol}, timer {spec.timer})"
+    paths = [decode_json, *plot_decode(rows, out_dir / f"decode_{device_kind}", label, decode_xlabel(asdict(spec)))]
     if layer_lens:
         layer_rows = run_layer_step_benchmark(layer_shape, tuple(layer_lens), dtype=DTYPES[spec.dtype],
                                               device=spec.device, repeats=layer_repeats, seed=spec.seed,
@@ -96,8 +96,9 @@ def replot(decode_json: Path) -> list[Path]:
     rows, header = data["rows"], data["header"]
     add_measured_ratios(rows)
     spec = header.get("spec", {})
-    label = f"{header.get('device_name', header.get('device'))} ({spec.get('shape')}, {spec.get('dtype')})"
-    return plot_decode(rows, decode_json.with_suffix(""), label)
+    label = (f"{header.get('device_name', header.get('device'))} ({spec.get('shape')}, {spec.get('dtype')}, "
+             f"{spec.get('protocol')}, timer {spec.get('timer', 'wall')})")
+    return plot_decode(rows, decode_json.with_suffix(""), label, decode_xlabel(spec))
 
 
 def _mib(value) -> str:
