@@ -32,6 +32,7 @@ PATCH_MODULES = (
     "loss_kwargs",
     "image_dtype",
     "training_args_flags",
+    "rng_state_numpy",
 )
 
 _STATE: Dict[str, str] = {}  # patch name -> "applied" | "pending: <target>"

@@ -12,7 +12,7 @@ from llava_hybrid import _patching
 
 ALL = ["layernorm_alias", "cache_position", "train_sampler_arity", "create_optimizer_arity",
        "processing_class", "cuda_synchronize", "save_checkpoint_metrics", "loss_kwargs", "image_dtype",
-       "training_args_flags"]
+       "training_args_flags", "rng_state_numpy"]
 
 
 def _needed(name):
@@ -26,7 +26,8 @@ def _expected_names():
               "train_sampler_arity": v >= (4, 52), "create_optimizer_arity": v >= (5, 0),
               "processing_class": v >= (5, 0), "cuda_synchronize": not torch.cuda.is_available(),
               "save_checkpoint_metrics": v >= (4, 47), "loss_kwargs": v >= (4, 46), "image_dtype": True,
-              "training_args_flags": v >= (4, 51)}
+              "training_args_flags": v >= (4, 51),
+              "rng_state_numpy": v < (4, 50) and patches.parse_version(torch.__version__) >= (2, 6)}
     return [name for name in ALL if guards[name]]
 
 
@@ -152,6 +153,19 @@ def test_llava_trainer_constructs_samples_trains_and_checkpoints(tmp_path):
     result = trainer.train()  # LLaVA's optimizer groups (ALL_LAYERNORM_LAYERS), sampler, checkpoint (f)
     assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
     assert (tmp_path / "checkpoint-2" / "model.safetensors").exists()
+    # (h) resuming restores the RNG state the Trainer saved (numpy arrays inside, weights_only loading)
+    ckpt = str(tmp_path / "checkpoint-2")
+    draws = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        trainer._load_rng_state(ckpt)
+        draws.append(torch.rand(3))
+    torch.testing.assert_close(draws[0], draws[1])
+    if _needed("rng_state_numpy"):
+        from transformers import Trainer
+
+        with pytest.raises(Exception, match="numpy"):
+            _patching.original_of(Trainer._load_rng_state)(trainer, ckpt)  # what 4.37 + torch 2.6+ does
 
 
 def test_llava_trainer_default_sampler_without_modality_grouping(tmp_path):
