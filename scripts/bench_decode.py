@@ -2,7 +2,7 @@
 layer's decode step against the context length. Writes docs/benchmarks/decode_<device>.json, its PNGs,
 and layer_step_<device>.json/.png. See docs/benchmarks.md.
 
-    # CPU (the committed numbers: scaled shape, fp32, one thread, speed at each context length, 3 rounds)
+    # CPU (the committed numbers: scaled shape, fp32, one thread, speed at each context length, 5 rounds, ~5 min)
     .venv/bin/python scripts/bench_decode.py --device cpu
     # GPU (Phi-2's full shape): scripts/bench_decode_gpu.sh
 """
@@ -19,7 +19,7 @@ from llava_hybrid.bench.run import markdown_tables, replot, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = {  # per device: shape, dtype, lengths, batches, layer-step context lengths, protocol, rounds
-    "cpu": ("small", "fp32", "128,256,512,1024,2048,4096", "1", "256,512,1024,2048,4096,8192,16384", "context", 3),
+    "cpu": ("small", "fp32", "128,256,512,1024,2048,4096", "1", "256,512,1024,2048,4096,8192,16384", "context", 5),
     "cuda": ("phi2", "fp16", "1024,2048,4096,8192,16384,32768", "1,64", "256,1024,4096,16384,32768", "prefix", 1),
 }
 
@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     ap.add_argument("--context-steps", type=int, default=32)
     ap.add_argument("--timer", choices=["wall", "cpu"],
                     help="wall clock, or this process's CPU time (default: cpu on cpu, a shared machine)")
-    ap.add_argument("--rounds", type=int, help="interleaved rounds, fastest kept (default: 3 on cpu, 1 on cuda)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds, fastest kept (default: 5 on cpu, 1 on cuda)")
     ap.add_argument("--layer-step-lens", type=ints, help="context lengths of the one-layer step ('' to skip)")
     ap.add_argument("--layer-shape", default="phi2", help="shape of the one layer timed (default phi2)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: a shared machine makes more slower)")
