@@ -3,8 +3,8 @@
 # hybrids through the project's decode loop, and the teacher through stock transformers generate.
 # Writes docs/benchmarks/decode_cuda.json (+ _speed/_memory/_ratio PNGs) and layer_step_cuda.json/.png.
 #
-#   bash scripts/bench_decode_gpu.sh            # PROFILE=quick: batch 1, 1K/4K/16K, ~10-15 min on an H100
-#   PROFILE=full bash scripts/bench_decode_gpu.sh   # the paper's sweep: 1K..32K, batch 1 and 64 (~40+ min)
+#   bash scripts/bench_decode_gpu.sh            # PROFILE=quick: batch 1, 1K/4K/16K (run time not yet measured)
+#   PROFILE=full bash scripts/bench_decode_gpu.sh   # the paper's sweep: 1K..32K, batch 1 and 64 (long: one 32K run per model)
 #   PROFILE=memory bash scripts/bench_decode_gpu.sh # one run per length, exact CUDA peaks -> decode_cuda_memory.json
 #
 # The JSON is rewritten after every row: if a time limit stops the run, redraw the plots from what it has:
