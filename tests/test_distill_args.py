@@ -80,7 +80,7 @@ def test_bad_data(assets, tmp_path):
     _fails(argv[:i] + [str(tmp_path / "missing.json")] + argv[i + 1:], "--data_path .*no such file")
     bad = tmp_path / "bad.json"
     bad.write_text("[{not json")
-    _fails(argv[:i] + [str(bad)] + argv[i + 1:], "--data_path .*not valid JSON")
+    _fails(argv[:i] + [str(bad)] + argv[i + 1:], "--data_path .*malformed JSON")
     noconv = tmp_path / "noconv.json"
     noconv.write_text(json.dumps([{"id": 1, "image": "train/0.png"}]))
     _fails(argv[:i] + [str(noconv)] + argv[i + 1:], "--data_path .*conversations")

@@ -15,18 +15,16 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import transformers
-import transformers.pytorch_utils
-import transformers.trainer
 
+import llava_hybrid
 from llava_hybrid.distill.losses import LAYER_NORMS, TOKEN_COVERAGES
 from llava_hybrid.distill.schedule import DECAY_SHAPES
 
-# transformers >= 4.53 moved ALL_LAYERNORM_LAYERS; llava.train.* imports it from transformers.trainer.
-# (The activation room's patch does the same; this line only lets the dataclasses import before it.)
-if not hasattr(transformers.trainer, "ALL_LAYERNORM_LAYERS"):
-    transformers.trainer.ALL_LAYERNORM_LAYERS = transformers.pytorch_utils.ALL_LAYERNORM_LAYERS
-
+# The dataclasses below subclass llava.train's: activate first, so the compatibility patches that
+# llava.train needs on this transformers (e.g. ALL_LAYERNORM_LAYERS on >= 4.53) are in place.
+llava_hybrid.activate()
 from llava.train import train as llava_train  # noqa: E402
+from llava_hybrid.host.sft import validate_data  # noqa: E402
 
 # --trainable parts -> substrings of parameter names (HF names, see docs/design.md)
 TRAINABLE_PARTS = {
@@ -122,30 +120,8 @@ def _read_config(path: str, flag: str) -> dict:
 
 
 def _check_data(data_args: DataArguments) -> None:
-    """--data_path: a JSON list of {conversations: [...], image?}; every image exists in --image_folder."""
-    path = data_args.data_path
-    if not path or not os.path.isfile(path):
-        raise ValueError(f"--data_path {path!r}: no such file")
-    try:
-        with open(path) as f:
-            records = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--data_path {path!r}: not valid JSON ({err})") from None
-    if not isinstance(records, list) or not records:
-        raise ValueError(f"--data_path {path!r}: expected a non-empty JSON list of samples")
-    for k, rec in enumerate(records):
-        convs = rec.get("conversations") if isinstance(rec, dict) else None
-        if not isinstance(convs, list) or not convs or not all(
-                isinstance(c, dict) and "from" in c and "value" in c for c in convs):
-            raise ValueError(f"--data_path {path!r}: sample {k} has no 'conversations' list of "
-                             "{'from', 'value'} turns")
-        if "image" in rec:
-            if not data_args.image_folder:
-                raise ValueError(f"--image_folder is required: sample {k} of {path!r} has an image")
-            img = os.path.join(data_args.image_folder, rec["image"])
-            if not os.path.isfile(img):
-                raise ValueError(f"--image_folder {data_args.image_folder!r}: image {rec['image']!r} of "
-                                 f"sample {k} not found ({img})")
+    """--data_path / --image_folder: the same checks as the SFT entry (one implementation)."""
+    validate_data(data_args.data_path, data_args.image_folder)
 
 
 def _check_tokenizers(model_path: str, teacher_path: str) -> None:
