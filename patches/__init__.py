@@ -33,6 +33,7 @@ PATCH_MODULES = (
     "image_dtype",
     "training_args_flags",
     "rng_state_numpy",
+    "deepspeed_use_cpu",
 )
 
 _STATE: Dict[str, str] = {}  # patch name -> "applied" | "pending: <target>"

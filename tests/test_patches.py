@@ -12,7 +12,7 @@ from llava_hybrid import _patching
 
 ALL = ["layernorm_alias", "cache_position", "train_sampler_arity", "create_optimizer_arity",
        "processing_class", "cuda_synchronize", "save_checkpoint_metrics", "loss_kwargs", "image_dtype",
-       "training_args_flags", "rng_state_numpy"]
+       "training_args_flags", "rng_state_numpy", "deepspeed_use_cpu"]
 
 
 def _needed(name):
@@ -27,7 +27,8 @@ def _expected_names():
               "processing_class": v >= (5, 0), "cuda_synchronize": not torch.cuda.is_available(),
               "save_checkpoint_metrics": v >= (4, 47), "loss_kwargs": v >= (4, 46), "image_dtype": True,
               "training_args_flags": v >= (4, 51),
-              "rng_state_numpy": v < (4, 50) and patches.parse_version(torch.__version__) >= (2, 6)}
+              "rng_state_numpy": v < (4, 50) and patches.parse_version(torch.__version__) >= (2, 6),
+              "deepspeed_use_cpu": v < (5, 0)}
     return [name for name in ALL if guards[name]]
 
 
@@ -206,6 +207,26 @@ def test_renamed_training_flags_are_rewritten(tmp_path):
         parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--warmup_ratio", "3"])
     (spaced,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--warmup_ratio", "0.1"])
     assert spaced.warmup_steps == pytest.approx(0.1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or not _needed("deepspeed_use_cpu"),
+                    reason="transformers 5 keeps DeepSpeed under --use_cpu; the patch is for 4.x without CUDA")
+def test_deepspeed_use_cpu_keeps_deepspeed(tmp_path):
+    """LLaVA's TrainingArguments with --use_cpu and --deepspeed: DeepSpeed stays, --use_cpu goes. Fresh
+    interpreter (the arguments set ACCELERATE_USE_DEEPSPEED for the process); the full 2-rank run is
+    tests/test_distill_e2e.py."""
+    zero2 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "zero2.json")
+    code = (
+        "import llava_hybrid.patches as p; p.apply_all()\n"
+        "from llava.train.train import TrainingArguments\n"
+        f"args = TrainingArguments(output_dir={str(tmp_path)!r}, use_cpu=True, deepspeed={zero2!r}, report_to=[])\n"
+        "assert args.use_cpu is False and args.dataloader_pin_memory is False, args\n"
+        "assert args.hf_deepspeed_config is not None and args.deepspeed_plugin is not None\n"
+        "print('ok')\n"
+    )
+    proc = _py(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")
 
 
 def test_half_images_reach_a_float32_model(tmp_path):
