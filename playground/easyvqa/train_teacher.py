@@ -1,6 +1,6 @@
 """Regenerate the shipped easy-VQA teacher (playground/easyvqa/teacher) with the recipe.
 
-    python playground/easyvqa/train_teacher.py [--steps 300] [--max-seconds 2400] [--out playground/easyvqa/teacher]
+    python playground/easyvqa/train_teacher.py [--steps 1500] [--out playground/easyvqa/teacher]
 
 Data and tokenizer come from playground/data/prepare_easyvqa.py's library code (written to --work).
 """
@@ -25,19 +25,18 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=teacher.TeacherConfig.max_steps)
     p.add_argument("--batch", type=int, default=teacher.TeacherConfig.batch_size)
     p.add_argument("--lr", type=float, default=teacher.TeacherConfig.learning_rate)
-    p.add_argument("--max-seconds", type=float, default=None, help="wall-time budget (stop and save)")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = replace(teacher.TeacherConfig(), max_steps=a.steps, batch_size=a.batch, learning_rate=a.lr)
-    data = prepare(os.path.join(a.work, "data"), test_subset=1000)
+    data = prepare(os.path.join(a.work, "data"), turns=cfg.turns, test_subset=500)
     tok_dir = os.path.join(a.work, "tokenizer")
     build_easyvqa_tokenizer(tok_dir)
     init_dir = teacher.build_initial_checkpoint(os.path.join(a.work, "init"), tok_dir, cfg)
     run_dir = os.path.join(a.work, "sft")
     argv = teacher.sft_argv(init_dir, data["train"], data["image_folder"], run_dir, cfg)
     t0 = time.time()
-    trainer = teacher.train_teacher(argv, max_seconds=a.max_seconds)
+    trainer = teacher.train_teacher(argv)
     extra = {"train_s": time.time() - t0, "steps": trainer.state.global_step, "threads": a.threads}
     teacher.write_recipe_card(run_dir, cfg, argv, extra)
     if os.path.exists(a.out):
