@@ -8,7 +8,7 @@ import torch
 
 from llava_hybrid.easyvqa.tokenizer import train_task_tokenizer
 from llava_hybrid.host.conversation import PHI_EOS as EOS, conv_phi
-from llava_hybrid.host.sft import main
+from llava_hybrid.host.sft import main, trainer_tokenizer
 from llava_hybrid.host.tiny import build_tiny_llava_phi
 
 N_IMAGES, TURNS = 16, 2
@@ -76,7 +76,7 @@ def test_sft_lowers_loss_and_learns_the_stop_token(task_ckpt, data, tmp_path):
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < first - 1.0, losses
     # the in-sample <|endoftext|> tokens reach the loss: they stay attended and labelled
-    tok = trainer.processing_class
+    tok = trainer_tokenizer(trainer)
     loss_after, batch = _fixed_batch_loss(trainer.model, trainer)
     assert tok.pad_token_id == tok.eos_token_id
     assert ((batch["labels"] == tok.eos_token_id) & batch["attention_mask"]).sum() == 4 * TURNS

@@ -61,6 +61,11 @@ def _dtype_kwarg() -> str:
 _DTYPE_KWARG = _dtype_kwarg()
 
 
+def dtype_kwargs(dtype: Optional[torch.dtype]) -> dict:
+    """`from_pretrained(**dtype_kwargs(d))`: the load dtype under the installed transformers' name for it."""
+    return {_DTYPE_KWARG: dtype}
+
+
 def _target_device(device: str, device_map) -> torch.device:
     # "cuda" (LLaVA's default) falls back to CPU on a machine without CUDA
     if isinstance(device_map, dict) and "" in device_map:
@@ -90,7 +95,7 @@ def load_registered_model(model_path: str, cls: type, device: str = "cuda", devi
     kwargs.pop("low_cpu_mem_usage", None)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = cls.from_pretrained(model_path, **{_DTYPE_KWARG: dtype}, **kwargs)
+    model = cls.from_pretrained(model_path, **dtype_kwargs(dtype), **kwargs)
     model.to(target).eval()
 
     if getattr(model.config, "mm_use_im_patch_token", False):

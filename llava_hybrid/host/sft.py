@@ -34,7 +34,7 @@ from llava import conversation as conversation_lib  # noqa: E402
 from llava.train import train as llava_train  # noqa: E402
 from llava.train.llava_trainer import LLaVATrainer  # noqa: E402
 
-from .builder import MODEL_CLASSES, read_model_type  # noqa: E402
+from .builder import MODEL_CLASSES, dtype_kwargs, read_model_type  # noqa: E402
 from .checkpoints import save_vision_tower  # noqa: E402
 from .conversation import check_conv_mode  # noqa: E402
 from .siglip import resolve_tower_path  # noqa: E402
@@ -138,7 +138,7 @@ def load_model(model_args: ModelArguments, training_args: TrainingArguments):
     if not path:
         raise ValueError("--model_name_or_path is required (a checkpoint directory)")
     cls = model_class(read_model_type(path, flag="--model_name_or_path"), path)
-    model = cls.from_pretrained(path, dtype=compute_dtype(training_args), cache_dir=training_args.cache_dir)
+    model = cls.from_pretrained(path, **dtype_kwargs(compute_dtype(training_args)), cache_dir=training_args.cache_dir)
     model.config.use_cache = False
     return model
 
@@ -288,6 +288,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     trainer.save_state()
     save_checkpoint(trainer, model, tokenizer, training_args.output_dir, model_args.model_name_or_path)
     return trainer
+
+
+def trainer_tokenizer(trainer):
+    """The tokenizer a trainer was built with: `processing_class` from transformers 5, `tokenizer` before."""
+    from llava_hybrid.patches import processing_class
+
+    return trainer.processing_class if processing_class.needed() else trainer.tokenizer
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
