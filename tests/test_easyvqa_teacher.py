@@ -33,11 +33,11 @@ def sft_parts(tmp_path_factory):
     module = llava_train.make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
     dataset, collator = module["train_dataset"], module["data_collator"]
     batch = collator([dataset[i] for i in range(4)])
-    return model, batch, cfg
+    return model, batch, cfg, argv
 
 
 def test_pixels_and_image_tokens_reach_the_lm(sft_parts):
-    model, batch, cfg = sft_parts
+    model, batch, cfg, _ = sft_parts
     images = batch["images"]  # (4, 3, 64, 64), SigLIP normalisation (x - 0.5) / 0.5
     assert images.shape == (4, 3, cfg.image_size, cfg.image_size)
     assert images.min() >= -1.0 and images.max() <= 1.0 and images.std() > 0.1
@@ -54,7 +54,7 @@ def test_pixels_and_image_tokens_reach_the_lm(sft_parts):
 
 
 def test_unfreeze_flag_trains_the_tower(sft_parts):
-    model, batch, _ = sft_parts
+    model, batch, _, _ = sft_parts
     tower = model.get_vision_tower().vision_tower
     assert model.config.unfreeze_mm_vision_tower
     assert all(p.requires_grad for p in tower.parameters())
@@ -68,10 +68,34 @@ def test_unfreeze_flag_trains_the_tower(sft_parts):
 
 
 def test_answer_logits_depend_on_the_image(sft_parts):
-    model, batch, _ = sft_parts
+    model, batch, _, _ = sft_parts
     model.eval()
     ids, mask = batch["input_ids"][:1].repeat(2, 1), batch["attention_mask"][:1].repeat(2, 1)
     images = batch["images"][:2]  # the same question with two different images
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask, images=images).logits
     assert (logits[0] - logits[1]).abs().max() > 1e-4
+
+
+def test_tower_trained_by_sft_is_the_one_eval_loads(sft_parts, tmp_path):
+    """A checkpoint saved with unfreeze_mm_vision_tower=True reloads through the eval loader (the tower
+    used to be built eagerly inside from_pretrained's meta-device context and crashed) with the trained
+    tower and the training image processor."""
+    from transformers import SiglipVisionModel
+    from llava.model.builder import load_pretrained_model
+    from llava_hybrid.host import sft
+
+    _, _, _, argv = sft_parts
+    argv = list(argv)
+    argv[argv.index("--output_dir") + 1] = str(tmp_path / "out")
+    argv[argv.index("--max_steps") + 1] = "2"
+    trainer = sft.main(argv)
+    trained = trainer.model.get_vision_tower().vision_tower.state_dict()
+    _, model, processor, _ = load_pretrained_model(str(tmp_path / "out"), None, "llava_phi", device="cpu",
+                                                    device_map="cpu")
+    assert model.config.unfreeze_mm_vision_tower
+    loaded = model.get_vision_tower().vision_tower.state_dict()
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+    initial = SiglipVisionModel.from_pretrained(argv[argv.index("--model_name_or_path") + 1] + "/vision_tower")
+    assert any(not torch.equal(v, trained[k]) for k, v in initial.state_dict().items())
+    assert processor.size == trainer.model.get_vision_tower().image_processor.size

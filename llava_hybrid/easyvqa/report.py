@@ -16,15 +16,63 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def _row(name: str, r: dict) -> str:
+# The paper's orderings (MaTVLM Tab. 2-4, average over its benchmarks; best first)
+PAPER_ORDER = {
+    "students": (["0.25", "0.125", "0.5"], "25 % best; 12.5 % 0.5 points lower, 50 % 2.2 points lower"),
+    "position_ablation": (["even", "begin", "middle", "end"],
+                          "even best; begin -1.9, middle -3.4; all-at-the-end fails to distil"),
+    "loss_ablation": (["prob+layer", "prob+layer+ce", "prob", "ce"],
+                      "prob+layer best; adding ce -1.0; prob alone -0.9; ce alone 5.8 below prob"),
+    "init_ablation": (["attention", "random"], "attention init converges faster (no number given)"),
+}
+
+
+def _row(name: str, r: dict, teacher_acc=None) -> str:
     per = r.get("per_type", {})
     cells = [_pct(r.get("accuracy"))] + [_pct(per.get(t, {}).get("accuracy")) for t in QUESTION_TYPES]
+    if teacher_acc:
+        cells.append(f"{100 * r['accuracy'] / teacher_acc:.1f}" if r.get("accuracy") is not None else "-")
     return f"| {name} | " + " | ".join(cells) + f" | {r.get('n', '-')} |"
 
 
-def _table(rows: dict) -> list[str]:
-    head = "| run | accuracy % | " + " | ".join(f"{t} %" for t in QUESTION_TYPES) + " | questions |"
-    return [head, "|" + "---|" * (len(QUESTION_TYPES) + 3)] + [_row(k, v) for k, v in rows.items()]
+def _table(rows: dict, teacher_acc=None) -> list[str]:
+    rel = " % of teacher |" if teacher_acc else ""
+    head = "| run | accuracy % | " + " | ".join(f"{t} %" for t in QUESTION_TYPES) + f" |{rel} questions |"
+    ncol = len(QUESTION_TYPES) + 3 + (1 if teacher_acc else 0)
+    return [head, "|" + "---|" * ncol] + [_row(k, v, teacher_acc) for k, v in rows.items()]
+
+
+def steps_to_reach(curve: list, target: float):
+    """First logged step whose loss is <= target (None when never)."""
+    return next((step for step, loss in curve if loss <= target), None)
+
+
+def init_speedup(runs: dict):
+    """(attention-init step reaching random init's final loss, random init's last step), or None."""
+    att, rnd = runs.get("attention", {}).get("loss_curve"), runs.get("random", {}).get("loss_curve")
+    if not att or not rnd:
+        return None
+    return steps_to_reach(att, rnd[-1][1]), rnd[-1][0]
+
+
+def ordering_lines(key: str, runs: dict) -> list[str]:
+    """Our ordering by accuracy next to the paper's, stated plainly."""
+    if key not in PAPER_ORDER or len(runs) < 2:
+        return []
+    paper, note = PAPER_ORDER[key]
+    ours = sorted(runs, key=lambda k: -(runs[k].get("accuracy") or 0))
+    same = [k for k in paper if k in runs] == [k for k in ours if k in paper]
+    ranked = " > ".join(f"{k} ({_pct(runs[k].get('accuracy'))})" for k in ours)
+    verdict = "Same order." if same else "The order differs from the paper's."
+    lines = [f"Ordering here (best first): {ranked}. Paper: {' > '.join(paper)} ({note}). {verdict}", ""]
+    if key == "init_ablation":
+        speed = init_speedup(runs)
+        if speed:
+            reached, total = speed
+            lines += [("Attention init reached random init's final distillation loss "
+                       + (f"at step {reached} of {total} ({100 * reached / total:.0f} % of the steps)."
+                          if reached is not None else f"at no logged step of {total}.")), ""]
+    return lines
 
 
 def plot_curves(runs: dict, title: str, path: str) -> bool:
@@ -74,7 +122,8 @@ def write_report(results: dict, report_dir: str) -> str:
         if key not in results:
             lines += ["Not run in this report (run with `--full`).", ""]
             continue
-        lines += _table(results[key]) + [""]
+        lines += _table(results[key], results["teacher"].get("accuracy")) + [""]
+        lines += ordering_lines(key, results[key])
         png = f"{key}.png"
         if plot_curves(results[key], title, os.path.join(out_dir, png)):
             lines += [f"![{key}](easyvqa/{png})", ""]

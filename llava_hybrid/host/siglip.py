@@ -41,7 +41,11 @@ class SiglipVisionTower(nn.Module):
             raise ValueError(
                 f"mm_vision_select_feature={self.select_feature!r} is not valid for a SigLIP tower; "
                 f"choose one of {SELECT_FEATURES} ('patch': all tokens, 'patch_drop_first': drop token 0)")
-        if not delay_load or getattr(args, "unfreeze_mm_vision_tower", False):
+        # LLaVA loads an unfrozen tower at once; inside from_pretrained (transformers >= 5 builds the
+        # model on the meta device) that nested from_pretrained fails, so there the tower stays delayed
+        # and the loader (host.builder / sft.setup_vision) loads it from its directory.
+        eager = getattr(args, "unfreeze_mm_vision_tower", False) and not _on_meta_device()
+        if not delay_load or eager:
             self.load_model()
         else:
             self.cfg_only = SiglipVisionConfig.from_pretrained(self.vision_tower_name)
@@ -102,6 +106,11 @@ class SiglipVisionTower(nn.Module):
         """Image tokens this tower emits per image (728 vs 729 convention included)."""
         n = self.num_patches_per_side ** 2
         return n - 1 if self.select_feature == "patch_drop_first" else n
+
+
+def _on_meta_device() -> bool:
+    """True inside a meta-device context (where transformers >= 5 constructs models in from_pretrained)."""
+    return torch.empty(0).device.type == "meta"
 
 
 def load_siglip_image_processor(path: str) -> SiglipImageProcessor:
