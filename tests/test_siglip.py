@@ -90,3 +90,23 @@ def test_unknown_vision_tower_error():
 def test_bad_select_feature(tower_dir):
     with pytest.raises(ValueError, match="mm_vision_select_feature"):
         SiglipVisionTower(tower_dir, _args("cls"), delay_load=True)
+
+
+def test_tower_is_saved_with_hub_weight_names(tower_dir, tmp_path):
+    """Towers are written as `vision_model.*` on every lane (transformers 5 would write `embeddings.*`,
+    which 4.x silently ignores) and reload to the same weights."""
+    from safetensors import safe_open
+    from transformers import SiglipVisionModel
+
+    from llava_hybrid.host.checkpoints import save_siglip_model
+
+    with safe_open(os.path.join(tower_dir, "model.safetensors"), "pt") as f:
+        assert all(k.startswith("vision_model.") for k in f.keys())
+    model = SiglipVisionModel.from_pretrained(tower_dir)
+    save_siglip_model(model, str(tmp_path / "again"))
+    with safe_open(str(tmp_path / "again" / "model.safetensors"), "pt") as f:
+        assert all(k.startswith("vision_model.") for k in f.keys())
+    again, info = SiglipVisionModel.from_pretrained(str(tmp_path / "again"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)

@@ -222,6 +222,23 @@ def write_converted_checkpoint(src: str, dst: str, config: Dict, ours: Dict[str,
             shutil.copyfile(os.path.join(src, extra), os.path.join(dst, extra))
 
 
+SIGLIP_HUB_PREFIX = "vision_model."
+
+
+def save_siglip_model(model, tower_dir: str, state_dict=None) -> None:
+    """SiglipVisionModel.save_pretrained with the hub's `vision_model.*` weight names on every lane.
+
+    transformers 5 names the weights `embeddings.*` / `encoder.*` and reads both layouts; 4.x knows only
+    `vision_model.*` and would silently start a 5.x-saved tower from random weights.
+    """
+    if getattr(model.config, "model_type", "") != "siglip_vision_model":
+        model.save_pretrained(tower_dir, state_dict=state_dict)  # e.g. LLaVA's CLIP tower: as it is
+        return
+    state = state_dict if state_dict is not None else model.state_dict()
+    state = {k if k.startswith(SIGLIP_HUB_PREFIX) else SIGLIP_HUB_PREFIX + k: v for k, v in state.items()}
+    model.save_pretrained(tower_dir, state_dict=state)
+
+
 def save_vision_tower(tower, config, out_dir: str, state_dict=None) -> str:
     """Write a LLaVA vision tower (model config `config`) to `<out_dir>/vision_tower`; return that directory.
 
@@ -234,7 +251,7 @@ def save_vision_tower(tower, config, out_dir: str, state_dict=None) -> str:
     tower_dir = os.path.join(out_dir, TOWER_SUBDIR)
     if getattr(tower, "is_loaded", False):
         tower_state = {k[len(TOWER_PREFIX):]: v for k, v in (state_dict or {}).items() if k.startswith(TOWER_PREFIX)}
-        tower.vision_tower.save_pretrained(tower_dir, state_dict=tower_state or None)
+        save_siglip_model(tower.vision_tower, tower_dir, state_dict=tower_state or None)
         processor = getattr(tower, "image_processor", None)
         if processor is not None:
             processor.save_pretrained(tower_dir)

@@ -138,7 +138,9 @@ def build_tiny_llava_phi(out_dir: str, *, layout: str = "llava", hidden_size: in
 
 def _save_tower(tower: SiglipVisionModel, tower_dir: str) -> None:
     from transformers import SiglipImageProcessor
-    tower.save_pretrained(tower_dir)
+
+    from .checkpoints import save_siglip_model
+    save_siglip_model(tower, tower_dir)
     size = tower.config.image_size
     SiglipImageProcessor(size={"height": size, "width": size}).save_pretrained(tower_dir)
 
