@@ -61,13 +61,14 @@ def _sync(device) -> None:
 
 
 def _tensor_bytes(cache) -> int:
-    """Bytes of every tensor held by a transformers Cache's layers (keys, values, ...)."""
-    total = 0
-    for layer in getattr(cache, "layers", []):
-        for value in vars(layer).values():
-            if isinstance(value, torch.Tensor):
-                total += value.numel() * value.element_size()
-    return total
+    """Bytes of every tensor a transformers cache holds: a Cache object's layers (5.x: keys, values, ...)
+    or the legacy tuple of (key, value) pairs per layer (4.x)."""
+    if isinstance(cache, torch.Tensor):
+        return cache.numel() * cache.element_size()
+    if isinstance(cache, (tuple, list)):
+        return sum(_tensor_bytes(item) for item in cache)
+    return sum(_tensor_bytes(v) for layer in getattr(cache, "layers", []) for v in vars(layer).values()
+               if isinstance(v, (torch.Tensor, tuple, list)))
 
 
 # "wall": elapsed time; "cpu": this process's CPU time (single-threaded CPU runs on a shared machine: the
