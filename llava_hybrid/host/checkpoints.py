@@ -19,7 +19,7 @@ import json
 import os
 import re
 import shutil
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -147,6 +147,25 @@ def _expected_shapes(config_dict: Dict, tower_config) -> Dict[str, torch.Size]:
     return shapes
 
 
+def check_mapped_state(state: Dict[str, torch.Tensor], mapped: Dict[str, Optional[str]],
+                       expected: Dict[str, tuple], source_name: str, what: str) -> None:
+    """Check a renamed source state dict against our model's names and shapes, before anything is written.
+
+    state: source key -> tensor; mapped: source key -> our key (None = no mapping); expected: our key ->
+    shape. Raises ValueError naming `source_name` for unexpected keys, shape mismatches, missing weights.
+    """
+    unexpected = sorted(k for k, ours in mapped.items() if ours is None or ours not in expected)
+    if unexpected:
+        raise ValueError(f"{source_name}: {len(unexpected)} unexpected key(s) for {what}: {unexpected[:20]}")
+    bad_shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(expected[o])}" for k, o in mapped.items()
+                 if tuple(state[k].shape) != tuple(expected[o])]
+    if bad_shape:
+        raise ValueError(f"{source_name}: shape mismatch against the checkpoint's config: {bad_shape[:20]}")
+    missing = sorted(set(expected) - set(mapped.values()))
+    if missing:
+        raise ValueError(f"{source_name}: missing weights for our model: {missing[:20]}")
+
+
 def convert_factory_checkpoint(src: str, dst: str) -> str:
     """Rewrite a TinyLLaVA_Factory checkpoint `src` as our llava_phi checkpoint in `dst`; return dst.
 
@@ -172,17 +191,7 @@ def convert_factory_checkpoint(src: str, dst: str) -> str:
     state, source_name = load_factory_state_dict(src)
     mapped = {k: map_factory_key(k) for k in state}
     expected = _expected_shapes(config, tower_config)
-    unexpected = sorted(k for k, ours in mapped.items() if ours is None or ours not in expected)
-    if unexpected:
-        raise ValueError(f"{source_name}: {len(unexpected)} unexpected key(s) for a TinyLLaVA_Factory Phi + "
-                         f"SigLIP checkpoint: {unexpected[:20]}")
-    bad_shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(expected[o])}" for k, o in mapped.items()
-                 if tuple(state[k].shape) != tuple(expected[o])]
-    if bad_shape:
-        raise ValueError(f"{source_name}: shape mismatch against config.json: {bad_shape[:20]}")
-    missing = sorted(set(expected) - set(mapped.values()))
-    if missing:
-        raise ValueError(f"{source_name}: missing weights for our model: {missing[:20]}")
+    check_mapped_state(state, mapped, expected, source_name, "a TinyLLaVA_Factory Phi + SigLIP checkpoint")
 
     # 2. write LM + projector, the tower directory, the tokenizer
     write_converted_checkpoint(src, dst, config, {mapped[k]: v for k, v in state.items()}, tower_config, src_config)

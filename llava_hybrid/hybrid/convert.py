@@ -19,8 +19,9 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from llava_hybrid.host.checkpoints import (TOWER_PREFIX, load_factory_state_dict, map_factory_key,
-                                           translate_factory_config, write_converted_checkpoint)
+from llava_hybrid.host.checkpoints import (TOWER_PREFIX, check_mapped_state, load_factory_state_dict,
+                                           map_factory_key, translate_factory_config,
+                                           write_converted_checkpoint)
 
 MAMBA_CONFIG = "mamba_config.json"
 # Mamba layer keys: the one rule the Factory key map lacks (checked before it)
@@ -120,17 +121,8 @@ def convert_matvlm_checkpoint(src: str, dst: str) -> str:
 
     # 2. check names and shapes against our model
     expected = _expected_shapes(config, tower_config)
-    unexpected = sorted(k for k, o in mapped.items() if o is None or o not in expected)
-    if unexpected:
-        raise ValueError(f"{source_name}: {len(unexpected)} unexpected key(s) for a MaTVLM Phi + SigLIP "
-                         f"checkpoint with Mamba layers {mamba_layers}: {unexpected[:20]}")
-    bad_shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(expected[o])}" for k, o in mapped.items()
-                 if tuple(state[k].shape) != tuple(expected[o])]
-    if bad_shape:
-        raise ValueError(f"{source_name}: shape mismatch against config.json / {MAMBA_CONFIG}: {bad_shape[:20]}")
-    missing = sorted(set(expected) - set(mapped.values()))
-    if missing:
-        raise ValueError(f"{source_name}: missing weights for our model: {missing[:20]}")
+    check_mapped_state(state, mapped, expected, source_name,
+                       f"a MaTVLM Phi + SigLIP checkpoint with Mamba layers {mamba_layers}")
 
     # 3. write LM + projector, the tower directory, the tokenizer (the host's writer), mamba_config.json
     write_converted_checkpoint(src, dst, config, {mapped[k]: v for k, v in state.items()}, tower_config, src_config,
