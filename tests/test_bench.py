@@ -3,6 +3,7 @@ count against real models, a tiny end-to-end run (rows + plots), and the fairnes
 decode loop and stock transformers generate produce the same tokens from the same weights."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -149,3 +150,22 @@ def test_bad_spec_values_name_the_flag():
         run_decode_benchmark(DecodeBenchSpec(shape="tiny", rounds=0))
     with pytest.raises(ValueError, match="--engines"):
         run_decode_benchmark(DecodeBenchSpec(shape="tiny", engines=("vllm",)))
+
+
+def test_distill_step_benchmark_measures_both_steps(tmp_path):
+    """The distillation-vs-SFT step benchmark runs the real steps on a real easy-VQA batch."""
+    from llava_hybrid.bench.distill_step import DistillStepSpec, run_distill_step_benchmark, write_result
+    from llava_hybrid.easyvqa.data import prepare
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data_dir = str(tmp_path / "data")
+    prepare(data_dir, turns=1, max_train_images=4, max_test_images=1)
+    spec = DistillStepSpec(teacher=os.path.join(repo, "playground", "easyvqa", "teacher"), data_dir=data_dir,
+                           ratio=0.25, batch_size=2, rounds=3, warmup=1, timer="cpu", threads=1)
+    result = run_distill_step_benchmark(spec)
+    write_result(result, str(tmp_path / "distill.json"))
+    assert result["mamba_layers"] and all(len(v) == 3 for v in result["rounds_s"].values())
+    # the distillation step does strictly more work than the SFT step (a teacher forward on top)
+    assert result["distill_step_s"] > result["sft_step_s"] > 0
+    assert 0 < result["teacher_share_of_distill_step"] < 1
+    assert json.load(open(tmp_path / "distill.json"))["ratio_distill_over_sft"] == result["ratio_distill_over_sft"]

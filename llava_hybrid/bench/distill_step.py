@@ -1,0 +1,140 @@
+"""Cost of one distillation step against one plain SFT step of the same student (issue 4's target: <= 1.6x).
+
+Both steps run the real code on the same batch from LLaVA's own data module (phi template, the plugin's
+collator) and train the same parameters (the Mamba layers and the connector, the paper's default):
+- SFT step: student forward with labels (cross-entropy) + backward + AdamW step;
+- distillation step: `llava_hybrid.distill.trainer.distill_losses` (frozen teacher forward with layer taps,
+  student forward, each student Mamba layer re-run on the teacher's input, Eq. 11) + backward + AdamW step.
+The teacher's share is the time of its part alone (multimodal splice + forward with taps, no grad) over the
+distillation step. Rounds interleave the three measurements, so machine noise hits them alike; the median
+of the rounds is kept.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List
+
+import torch
+
+TIMERS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+@dataclass
+class DistillStepSpec:
+    teacher: str                 # a LLaVA teacher checkpoint dir (default: the shipped easy-VQA teacher)
+    data_dir: str                # easy-VQA in LLaVA's layout (prepared here if missing)
+    ratio: float = 0.25          # --mm_hybrid_ratio of the student
+    batch_size: int = 8
+    rounds: int = 7
+    warmup: int = 2
+    timer: str = "cpu"           # "cpu" (process time; fair on a shared 1-thread run) or "wall"
+    threads: int = 1
+
+
+def _llava_batch(teacher_dir: str, data_dir: str, batch_size: int, tokenizer, image_processor, config) -> Dict:
+    """One collated batch of real easy-VQA samples through LLaVA's make_supervised_data_module."""
+    from llava import conversation as conversation_lib
+    from llava.train import train as llava_train
+
+    from llava_hybrid.easyvqa.data import prepare
+
+    data_path, image_folder = os.path.join(data_dir, "train.json"), os.path.join(data_dir, "images")
+    if not os.path.isfile(data_path):
+        prepare(data_dir, turns=1)
+    conversation_lib.default_conversation = conversation_lib.conv_templates["phi"]
+    data_args = llava_train.DataArguments(data_path=data_path, lazy_preprocess=True, is_multimodal=True,
+                                          image_folder=image_folder,
+                                          image_aspect_ratio=getattr(config, "image_aspect_ratio", "square"))
+    data_args.image_processor = image_processor
+    data_args.mm_use_im_start_end = False
+    module = llava_train.make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
+    dataset, collate = module["train_dataset"], module["data_collator"]
+    return collate([dataset[i] for i in range(batch_size)])
+
+
+def _timed(fn: Callable[[], None], clock: Callable[[], float]) -> float:
+    start = clock()
+    fn()
+    return clock() - start
+
+
+def run_distill_step_benchmark(spec: DistillStepSpec) -> Dict:
+    """Measure and return {sft_step_s, distill_step_s, ratio, samples_per_s_*, teacher_share, ...}."""
+    import llava_hybrid
+    from llava_hybrid.distill.trainer import capture_layers, distill_losses, optimizer_groups, set_trainable
+    from llava_hybrid.host.builder import load_pretrained_model
+    from llava_hybrid.hybrid.init import build_student
+    from llava_hybrid.hybrid.plan import plan_mamba_layers
+
+    if spec.timer not in TIMERS:
+        raise ValueError(f"--timer must be one of {sorted(TIMERS)}, got {spec.timer!r}")
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(0)
+    llava_hybrid.activate()
+    tokenizer, teacher, image_processor, _ = load_pretrained_model(
+        spec.teacher, None, os.path.basename(os.path.normpath(spec.teacher)), device="cpu")
+    teacher.eval().requires_grad_(False)
+    n_layers = teacher.config.num_hidden_layers
+    layers = plan_mamba_layers(n_layers, ratio=spec.ratio)
+    student = build_student(teacher, layers)
+    set_trainable(student, ["mamba", "mm_projector"])
+    student.train()
+    optimizer = torch.optim.AdamW(optimizer_groups(student, 0.01), lr=1e-4, betas=(0.9, 0.95))
+    batch = _llava_batch(spec.teacher, spec.data_dir, spec.batch_size, tokenizer, image_processor, teacher.config)
+
+    def sft_step():
+        out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      images=batch["images"], labels=batch["labels"], use_cache=False)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def distill_step():
+        losses = distill_losses(student, teacher, batch, layers)  # paper weights: a = b = 1, g = 0
+        losses.total.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def teacher_part():  # what distill_losses spends on the teacher (steps 1-2 there)
+        with torch.no_grad():
+            (_, pos, mask, _, embeds, _) = teacher.prepare_inputs_labels_for_multimodal(
+                batch["input_ids"], None, batch["attention_mask"], None, batch["labels"], batch["images"], None)
+            with capture_layers(teacher, layers):
+                teacher(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False)
+
+    clock = TIMERS[spec.timer]
+    for _ in range(spec.warmup):
+        sft_step(), distill_step(), teacher_part()
+    times: Dict[str, List[float]] = {"sft": [], "distill": [], "teacher": []}
+    for _ in range(spec.rounds):
+        times["sft"].append(_timed(sft_step, clock))
+        times["distill"].append(_timed(distill_step, clock))
+        times["teacher"].append(_timed(teacher_part, clock))
+    sft_s, distill_s, teacher_s = (statistics.median(times[k]) for k in ("sft", "distill", "teacher"))
+    return {
+        "spec": asdict(spec),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "teacher_layers": n_layers, "mamba_layers": layers,
+        "seq_len": int(batch["input_ids"].shape[1]),
+        "sft_step_s": sft_s, "distill_step_s": distill_s, "teacher_part_s": teacher_s,
+        "ratio_distill_over_sft": distill_s / sft_s,
+        "samples_per_s_sft": spec.batch_size / sft_s, "samples_per_s_distill": spec.batch_size / distill_s,
+        "teacher_share_of_distill_step": teacher_s / distill_s,
+        "rounds_s": times,
+    }
+
+
+def write_result(result: Dict, out_json: str) -> None:
+    """Write the result JSON (the docs keep it next to the other benchmark outputs)."""
+    os.makedirs(os.path.dirname(out_json) or ".", exist_ok=True)
+    with open(out_json, "w") as f:
+        json.dump(result, f, indent=2)
