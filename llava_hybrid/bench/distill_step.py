@@ -66,6 +66,14 @@ def _timed(fn: Callable[[], None], clock: Callable[[], float]) -> float:
 
 def run_distill_step_benchmark(spec: DistillStepSpec) -> Dict:
     """Measure and return {sft_step_s, distill_step_s, ratio, samples_per_s_*, teacher_share, ...}."""
+    threads = torch.get_num_threads()
+    try:
+        return _measure(spec)
+    finally:
+        torch.set_num_threads(threads)  # the process's thread count is not ours to keep
+
+
+def _measure(spec: DistillStepSpec) -> Dict:
     import llava_hybrid
     from llava_hybrid.distill.trainer import capture_layers, distill_losses, optimizer_groups, set_trainable
     from llava_hybrid.host.builder import load_pretrained_model
