@@ -98,51 +98,52 @@ def ssd_chunked(
     pad = (-l) % s
     c = (l + pad) // s
 
-    # 0. fp32 (fp64 stays fp64), pad to whole chunks, split heads into (group, head-in-group), cut into chunks
+    # 0. fp32 (fp64 stays fp64), pad to whole chunks, cut into chunks, and lay every tensor out head-major
+    #    (b, c, g, r, s, .) once, so that each step below is a plain batched matmul with no hidden copies
     def chunks(t: Tensor) -> Tensor:
         t = t.to(f32)
-        t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))  # pad the length axis (dim 1)
+        if pad:
+            t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))  # pad the length axis (dim 1)
         return t.reshape(b, c, s, *t.shape[2:])
 
-    xc = chunks(x).reshape(b, c, s, g, r, p)  # (b, c, s, g, r, p)
-    dtc = chunks(dt).reshape(b, c, s, g, r)  # (b, c, s, g, r)
-    Bc, Cc = chunks(B), chunks(C)  # (b, c, s, g, n)
-    dA = dtc * A.to(f32).reshape(g, r)  # (b, c, s, g, r), <= 0
-    dA = dA.permute(0, 3, 4, 1, 2)  # (b, g, r, c, s)
-    dA_cum = torch.cumsum(dA, dim=-1)  # (b, g, r, c, s)
-    xdt = xc * dtc[..., None]  # (b, c, s, g, r, p)
+    dtc = chunks(dt).reshape(b, c, s, g, r).permute(0, 1, 3, 4, 2)  # (b, c, g, r, s)
+    xdt = (chunks(x).reshape(b, c, s, g, r, p).permute(0, 1, 3, 4, 2, 5)
+           * dtc[..., None]).contiguous()  # (b, c, g, r, s, p): dt_s x_s
+    Bc = chunks(B).permute(0, 1, 3, 2, 4)  # (b, c, g, s, n)
+    Cc = chunks(C).permute(0, 1, 3, 2, 4)  # (b, c, g, s, n)
+    dA = dtc * A.to(f32).reshape(g, r, 1)  # (b, c, g, r, s), <= 0
+    dA_cum = torch.cumsum(dA, dim=-1)  # (b, c, g, r, s)
 
     # 1. intra-chunk (diagonal blocks): y_l = sum_{s<=l} C_l.B_s exp(dA_{s+1..l}) dt_s x_s
-    decay = torch.exp(segsum(dA))  # (b, g, r, c, l, s)
-    CB = torch.einsum("bclgn,bcsgn->bgcls", Cc, Bc)  # (b, g, c, l, s)
-    scores = CB[:, :, None] * decay  # (b, g, r, c, l, s)
-    y = torch.einsum("bgrcls,bcsgrp->bclgrp", scores, xdt)  # (b, c, l, g, r, p)
-    del decay, scores, CB  # free as we go: the peak stays a few (b, l, h, p)-sized tensors
+    CB = Cc @ Bc.transpose(-1, -2)  # (b, c, g, l, s)
+    scores = CB[:, :, :, None] * torch.exp(segsum(dA))  # (b, c, g, r, l, s)
+    y = scores @ xdt  # (b, c, g, r, l, p)
+    del scores, CB  # free as we go: the peak stays a few (b, l, h, p)-sized tensors
 
-    # 2. chunk states: the state each chunk leaves behind when it starts from zero
-    decay_to_end = torch.exp(dA_cum[..., -1:] - dA_cum).permute(0, 3, 4, 1, 2)  # (b, c, s, g, r), exponents <= 0
-    B_decayed = Bc[:, :, :, :, None] * decay_to_end[..., None]  # (b, c, s, g, r, n)
-    states = torch.einsum("bcsgrn,bcsgrp->bcgrpn", B_decayed, xdt)  # (b, c, g, r, p, n)
+    # 2. chunk states: the state each chunk leaves behind when it starts from zero (kept as (n, p))
+    decay_to_end = torch.exp(dA_cum[..., -1:] - dA_cum)  # (b, c, g, r, s), exponents <= 0
+    B_decayed = Bc[:, :, :, None] * decay_to_end[..., None]  # (b, c, g, r, s, n)
+    states = B_decayed.transpose(-1, -2) @ xdt  # (b, c, g, r, n, p)
     del B_decayed, decay_to_end, xdt, Bc
 
     # 3. inter-chunk state passing: a linear recurrence over chunks, state before chunk k
     if initial_state is None:
-        running = x.new_zeros(b, g, r, p, n, dtype=f32)
+        running = x.new_zeros(b, g, r, n, p, dtype=f32)
     else:
-        running = initial_state.to(f32).reshape(b, g, r, p, n)
-    chunk_decay = torch.exp(dA_cum[..., -1])  # (b, g, r, c)
+        running = initial_state.to(f32).reshape(b, g, r, p, n).transpose(-1, -2)  # (b, g, r, n, p)
+    chunk_decay = torch.exp(dA_cum[..., -1])  # (b, c, g, r)
     prev_states = []
     for k in range(c):
         prev_states.append(running)
-        running = chunk_decay[..., k, None, None] * running + states[:, k]  # (b, g, r, p, n)
-    prev = torch.stack(prev_states, dim=1)  # (b, c, g, r, p, n)
+        running = chunk_decay[:, k, :, :, None, None] * running + states[:, k]  # (b, g, r, n, p)
+    prev = torch.stack(prev_states, dim=1)  # (b, c, g, r, n, p)
     del prev_states, states
-    final_state = running.reshape(b, h, p, n)
+    final_state = running.transpose(-1, -2).reshape(b, h, p, n)
 
     # 4. state -> output: y_l += exp(dA_{1..l}) C_l . state_before_chunk
-    decay_from_start = torch.exp(dA_cum).permute(0, 3, 4, 1, 2)  # (b, c, l, g, r)
-    C_decayed = Cc[:, :, :, :, None] * decay_from_start[..., None]  # (b, c, l, g, r, n)
-    y = y + torch.einsum("bclgrn,bcgrpn->bclgrp", C_decayed, prev)  # (b, c, l, g, r, p)
+    C_decayed = Cc[:, :, :, None] * torch.exp(dA_cum)[..., None]  # (b, c, g, r, l, n)
+    y = y + C_decayed @ prev  # (b, c, g, r, l, p)
+    y = y.permute(0, 1, 4, 2, 3, 5)  # (b, c, l, g, r, p)
 
     y = y.reshape(b, c * s, h, p)[:, :l]  # (b, l, h, p)
     if D is not None:
