@@ -64,7 +64,7 @@ class RunConfig:
     distill_batch: int = 16
     distill_lr: float = 1e-3
     full: bool = False
-    threads: int = 2
+    threads: int = 1               # torch threads per stage: 1 is faster than 2 on a shared 2-core CPU
 
 
 def smoke_config(out: str, report_dir: str) -> RunConfig:

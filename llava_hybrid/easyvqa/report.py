@@ -113,7 +113,11 @@ def write_report(results: dict, report_dir: str) -> str:
              f"Machine: {results.get('machine', '?')}; total runtime {results.get('runtime_s', 0):.0f} s; "
              f"{cfg.get('test_questions', '?')} test questions; distillation {cfg.get('distill_steps', '?')} steps "
              f"x batch {cfg.get('distill_batch', '?')} at lr {cfg.get('distill_lr', '?')}.", "",
-             "How the teacher recipe was chosen, and what was measured: [easyvqa/recipe.md](easyvqa/recipe.md).", "",
+             "How the teacher recipe was chosen, and what was measured: [easyvqa/recipe.md](easyvqa/recipe.md).", ""]
+    if os.path.isfile(os.path.join(out_dir, "ablations", "easyvqa.md")):
+        lines += ["The ablation grid (trimmed settings, its own run): "
+                  "[easyvqa/ablations/easyvqa.md](easyvqa/ablations/easyvqa.md).", ""]
+    lines += [
              "## Teacher", ""] + _table({"teacher": results["teacher"]}) + [""]
     if plot_curves({"teacher": results["teacher"]}, "teacher SFT", os.path.join(out_dir, "teacher_loss.png")):
         lines += ["![teacher loss](easyvqa/teacher_loss.png)", ""]

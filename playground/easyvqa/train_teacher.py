@@ -1,6 +1,6 @@
 """Regenerate the shipped easy-VQA teacher (playground/easyvqa/teacher) with the recipe.
 
-    python playground/easyvqa/train_teacher.py [--steps 1500] [--out playground/easyvqa/teacher]
+    python playground/easyvqa/train_teacher.py --save-steps 400 --ship-step 800   # the shipped teacher
 
 Data and tokenizer come from playground/data/prepare_easyvqa.py's library code (written to --work).
 """
@@ -25,23 +25,34 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=teacher.TeacherConfig.max_steps)
     p.add_argument("--batch", type=int, default=teacher.TeacherConfig.batch_size)
     p.add_argument("--lr", type=float, default=teacher.TeacherConfig.learning_rate)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--turns", type=int, default=teacher.TeacherConfig.turns,
+                   help="questions per training conversation (0 = all of an image's questions)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save-steps", type=int, default=0, help="also save checkpoint-N every N steps")
+    p.add_argument("--ship-step", type=int, default=0, help="ship <work>/sft/checkpoint-N instead of the final model")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    cfg = replace(teacher.TeacherConfig(), max_steps=a.steps, batch_size=a.batch, learning_rate=a.lr)
+    cfg = replace(teacher.TeacherConfig(), max_steps=a.steps, batch_size=a.batch, learning_rate=a.lr,
+                  turns=a.turns)
     data = prepare(os.path.join(a.work, "data"), turns=cfg.turns, test_subset=500)
     tok_dir = os.path.join(a.work, "tokenizer")
     build_easyvqa_tokenizer(tok_dir)
     init_dir = teacher.build_initial_checkpoint(os.path.join(a.work, "init"), tok_dir, cfg)
     run_dir = os.path.join(a.work, "sft")
     argv = teacher.sft_argv(init_dir, data["train"], data["image_folder"], run_dir, cfg)
+    if a.save_steps:
+        argv += ["--save_strategy", "steps", "--save_steps", str(a.save_steps)]
     t0 = time.time()
     trainer = teacher.train_teacher(argv)
     extra = {"train_s": time.time() - t0, "steps": trainer.state.global_step, "threads": a.threads}
-    teacher.write_recipe_card(run_dir, cfg, argv, extra)
+    shipped = os.path.join(run_dir, f"checkpoint-{a.ship_step}") if a.ship_step else run_dir
+    if not os.path.isfile(os.path.join(shipped, "config.json")):
+        raise ValueError(f"--ship-step {a.ship_step}: no checkpoint {shipped!r} (pass --save-steps dividing it)")
     if os.path.exists(a.out):
         shutil.rmtree(a.out)
-    shutil.copytree(run_dir, a.out, ignore=shutil.ignore_patterns("training_args.bin", "checkpoint-*"))
+    shutil.copytree(shipped, a.out, ignore=shutil.ignore_patterns(
+        "training_args.bin", "checkpoint-*", "optimizer.pt", "scheduler.pt", "rng_state.pth"))
+    teacher.write_recipe_card(a.out, cfg, argv, {**extra, "shipped_step": a.ship_step or extra["steps"]})
     print(json.dumps(extra))
 
 
