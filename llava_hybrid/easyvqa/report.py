@@ -99,6 +99,39 @@ def plot_curves(runs: dict, title: str, path: str) -> bool:
     return True
 
 
+def target_lines(results: dict) -> list[str]:
+    """The project's targets next to what this report measured (reached / not reached)."""
+    def verdict(ok):
+        return "-" if ok is None else ("reached" if ok else "**not reached**")
+
+    teacher_acc = results["teacher"].get("accuracy")
+    students = results.get("students", {})
+    rows = [("teacher >= 90 %", _pct(teacher_acc), verdict(teacher_acc is not None and teacher_acc >= 0.9))]
+    for ratio, need, label in (("0.25", 0.97, "25 % student >= 97 % of the teacher"),
+                               ("0.5", 0.90, "50 % student >= 90 % of the teacher")):
+        acc = students.get(ratio, {}).get("accuracy")
+        rel = None if acc is None or not teacher_acc else acc / teacher_acc
+        rows.append((label, "-" if rel is None else f"{100 * rel:.1f} % of teacher",
+                     verdict(None if rel is None else rel >= need)))
+    speed = init_speedup(results.get("init_ablation", {}))
+    if speed:
+        reached, total = speed
+        rows.append(("attention init reaches random init's final distillation loss in <= half the steps",
+                     f"step {reached} of {total}" if reached is not None else f"never in {total} steps",
+                     verdict(reached is not None and reached <= total / 2)))
+    else:
+        rows.append(("attention init reaches random init's final distillation loss in <= half the steps",
+                     "not run", "-"))
+    lines = ["## Targets", "", "| target | measured | |", "|---|---|---|"] + [
+        f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
+    if teacher_acc is not None and teacher_acc < 0.9:
+        lines += [f"The teacher ({_pct(teacher_acc)} %) has not left the text-prior plateau far (see "
+                  "easyvqa/recipe.md): most of its answers follow the question wording, so a student that "
+                  "matches it shows the distillation works, not that the Mamba layers read the image as a "
+                  "strong teacher would.", ""]
+    return lines
+
+
 def write_report(results: dict, report_dir: str) -> str:
     """Write results.json, the plots and easyvqa.md under `report_dir`; returns the markdown path."""
     out_dir = os.path.join(report_dir, "easyvqa")
@@ -117,7 +150,7 @@ def write_report(results: dict, report_dir: str) -> str:
     if os.path.isfile(os.path.join(out_dir, "ablations", "easyvqa.md")):
         lines += ["The ablation grid (trimmed settings, its own run): "
                   "[easyvqa/ablations/easyvqa.md](easyvqa/ablations/easyvqa.md).", ""]
-    lines += [
+    lines += target_lines(results) + [
              "## Teacher", ""] + _table({"teacher": results["teacher"]}) + [""]
     if plot_curves({"teacher": results["teacher"]}, "teacher SFT", os.path.join(out_dir, "teacher_loss.png")):
         lines += ["![teacher loss](easyvqa/teacher_loss.png)", ""]
