@@ -34,6 +34,7 @@ PATCH_MODULES = (
     "training_args_flags",
     "rng_state_numpy",
     "deepspeed_use_cpu",
+    "tokenizer_backend_name",
 )
 
 _STATE: Dict[str, str] = {}  # patch name -> "applied" | "pending: <target>"

@@ -116,3 +116,25 @@ def test_save_with_vision_tower_round_trip(factory, tmp_path):
     ids, images = torch.tensor([[5, -200, 6, 7]]), torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=ids, images=images).logits, model(input_ids=ids, images=images).logits)
+
+
+def test_tokenizer_json_made_portable_keeps_the_encoding(tmp_path):
+    """Pair-form BPE merges (tokenizers >= 0.20) rewritten as strings encode identically (and 0.15 reads them)."""
+    import json
+
+    import transformers
+
+    from llava_hybrid.host.checkpoints import make_tokenizer_json_portable
+    from llava_hybrid.host.tiny import write_phi2_style_tokenizer
+
+    write_phi2_style_tokenizer(str(tmp_path))
+    text = "USER: <image>\nIs there a red circle? ASSISTANT: Yes<|endoftext|>"
+    before = transformers.AutoTokenizer.from_pretrained(str(tmp_path))(text).input_ids
+    tok = json.loads((tmp_path / "tokenizer.json").read_text())
+    tok["model"]["merges"] = [m.split(" ") if isinstance(m, str) else m for m in tok["model"]["merges"]]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tok))  # pair form, as tokenizers >= 0.20 writes
+    assert make_tokenizer_json_portable(str(tmp_path)) is True
+    assert make_tokenizer_json_portable(str(tmp_path)) is False  # already portable
+    merges = json.loads((tmp_path / "tokenizer.json").read_text())["model"]["merges"]
+    assert all(isinstance(m, str) for m in merges)
+    assert transformers.AutoTokenizer.from_pretrained(str(tmp_path))(text).input_ids == before

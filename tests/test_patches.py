@@ -266,3 +266,25 @@ def test_cuda_moves_map_to_cpu_in_a_cpu_only_process():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def test_tokenizer_saved_by_transformers_5_loads_on_this_lane(tmp_path):
+    """transformers 5 writes tokenizer_class 'TokenizersBackend'; a checkpoint made on lane 5 (the shipped
+    easy-VQA teacher) must load on lane 4 too: natively on 5.x, through `tokenizer_backend_name` on 4.x."""
+    import json
+
+    import transformers
+
+    from llava_hybrid.host.tiny import write_phi2_style_tokenizer
+
+    patches.apply_all()
+    write_phi2_style_tokenizer(str(tmp_path))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    cfg_path = tmp_path / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "TokenizersBackend"
+    cfg_path.write_text(json.dumps(cfg))
+    loaded = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    text = "USER: <image>\nWhat color is the shape? ASSISTANT: red<|endoftext|>"
+    assert loaded(text).input_ids == reference(text).input_ids
+    assert loaded.eos_token == "<|endoftext|>"

@@ -147,6 +147,29 @@ def _expected_shapes(config_dict: Dict, tower_config) -> Dict[str, torch.Size]:
     return shapes
 
 
+def make_tokenizer_json_portable(checkpoint_dir: str) -> bool:
+    """Rewrite <checkpoint_dir>/tokenizer.json's BPE merges from pairs to "a b" strings; True if changed.
+
+    tokenizers >= 0.20 (the transformers 5 lane) writes merges as [a, b] pairs, which tokenizers 0.15 (the
+    transformers 4.37 lane) cannot parse; the string form is read by both. Refuses merges whose tokens
+    contain a space (the string form could not represent them; byte-level BPE never has one).
+    """
+    path = os.path.join(checkpoint_dir, "tokenizer.json")
+    with open(path, encoding="utf-8") as f:
+        tok = json.load(f)
+    merges = tok.get("model", {}).get("merges") or []
+    if not merges or all(isinstance(m, str) for m in merges):
+        return False
+    if any(" " in part for m in merges for part in m):
+        raise ValueError(f"{path}: a BPE merge contains a space; its string form would be ambiguous")
+    tok["model"]["merges"] = [f"{a} {b}" for a, b in merges]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(tok, f, ensure_ascii=False, indent=2)
+    os.replace(tmp, path)
+    return True
+
+
 def check_mapped_state(state: Dict[str, torch.Tensor], mapped: Dict[str, Optional[str]],
                        expected: Dict[str, tuple], source_name: str, what: str) -> None:
     """Check a renamed source state dict against our model's names and shapes, before anything is written.
