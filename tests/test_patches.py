@@ -28,7 +28,7 @@ def _expected_names():
               "save_checkpoint_metrics": v >= (4, 47), "loss_kwargs": v >= (4, 46), "image_dtype": True,
               "training_args_flags": v >= (4, 51),
               "rng_state_numpy": v < (4, 50) and patches.parse_version(torch.__version__) >= (2, 6),
-              "deepspeed_use_cpu": v < (5, 0)}
+              "deepspeed_use_cpu": v < (5, 0), "tokenizer_backend_name": v < (5, 0)}
     return [name for name in ALL if guards[name]]
 
 
