@@ -12,7 +12,7 @@ from llava_hybrid import _patching
 
 ALL = ["layernorm_alias", "cache_position", "train_sampler_arity", "create_optimizer_arity",
        "processing_class", "cuda_synchronize", "save_checkpoint_metrics", "loss_kwargs", "image_dtype",
-       "training_args_flags", "rng_state_numpy", "deepspeed_use_cpu"]
+       "training_args_flags", "rng_state_numpy", "deepspeed_use_cpu", "tokenizer_backend_name"]
 
 
 def _needed(name):
