@@ -127,3 +127,20 @@ def test_unexpected_and_missing_keys_raise(release, tmp_path):
     src = _broken_copy(release[0], tmp_path / "b", edit_state=drop)
     with pytest.raises(ValueError, match=r"missing.*layers\.2\.mamba\.dt_bias"):
         convert_matvlm_checkpoint(src, str(tmp_path / "out_b"))
+
+
+def test_source_that_is_not_a_factory_checkpoint(tmp_path):
+    """Both converters read the source config.json through one checked reader."""
+    import json
+
+    from llava_hybrid.host.checkpoints import convert_factory_checkpoint
+    from llava_hybrid.hybrid.convert import convert_matvlm_checkpoint
+
+    for convert in (convert_matvlm_checkpoint, convert_factory_checkpoint):
+        with pytest.raises(FileNotFoundError, match="--src .*no config.json"):
+            convert(str(tmp_path / "missing"), str(tmp_path / "out"))
+    (tmp_path / "llava").mkdir()
+    (tmp_path / "llava" / "config.json").write_text(json.dumps({"model_type": "llava_phi"}))
+    for convert in (convert_matvlm_checkpoint, convert_factory_checkpoint):
+        with pytest.raises(ValueError, match="model_type='llava_phi', expected 'tinyllava'"):
+            convert(str(tmp_path / "llava"), str(tmp_path / "out"))

@@ -147,6 +147,22 @@ def _expected_shapes(config_dict: Dict, tower_config) -> Dict[str, torch.Size]:
     return shapes
 
 
+def read_factory_config(src: str, what: str) -> dict:
+    """<src>/config.json of a TinyLLaVA_Factory-layout checkpoint (model_type 'tinyllava'), checked.
+
+    FileNotFoundError naming --src when it is missing; ValueError when it is another kind of checkpoint.
+    """
+    config_file = os.path.join(src, "config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"--src {src!r}: no config.json (expected {what})")
+    with open(config_file) as f:
+        src_config = json.load(f)
+    if src_config.get("model_type") != "tinyllava":
+        raise ValueError(f"--src {config_file}: model_type={src_config.get('model_type')!r}, expected 'tinyllava' "
+                         f"({what})")
+    return src_config
+
+
 def make_tokenizer_json_portable(checkpoint_dir: str) -> bool:
     """Rewrite <checkpoint_dir>/tokenizer.json's BPE merges from pairs to "a b" strings; True if changed.
 
@@ -197,14 +213,7 @@ def convert_factory_checkpoint(src: str, dst: str) -> str:
     """
     from transformers import SiglipVisionConfig
 
-    config_file = os.path.join(src, "config.json")
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"--src {src!r}: no config.json")
-    with open(config_file) as f:
-        src_config = json.load(f)
-    if src_config.get("model_type") != "tinyllava":
-        raise ValueError(f"--src {config_file}: model_type={src_config.get('model_type')!r}, expected 'tinyllava' "
-                         "(a TinyLLaVA_Factory checkpoint)")
+    src_config = read_factory_config(src, "a TinyLLaVA_Factory checkpoint")
     config = translate_factory_config(src_config)
     tower_dict = {k: v for k, v in src_config["vision_config"].items() if k not in ("transformers_version",)}
     tower_dict["model_type"] = "siglip_vision_model"

@@ -20,7 +20,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from llava_hybrid.host.checkpoints import (TOWER_PREFIX, check_mapped_state, load_factory_state_dict,
-                                           map_factory_key, translate_factory_config,
+                                           map_factory_key, read_factory_config, translate_factory_config,
                                            write_converted_checkpoint)
 
 MAMBA_CONFIG = "mamba_config.json"
@@ -92,14 +92,7 @@ def convert_matvlm_checkpoint(src: str, dst: str) -> str:
     model with the same shape; a Mamba key of an attention layer, any unmapped key, a missing weight or
     a shape mismatch raises ValueError naming the source file and the keys.
     """
-    config_file = os.path.join(src, "config.json")
-    if not os.path.isfile(config_file):
-        raise ValueError(f"--src {src!r}: no config.json")
-    with open(config_file) as f:
-        src_config = json.load(f)
-    if src_config.get("model_type") != "tinyllava":
-        raise ValueError(f"{config_file}: model_type={src_config.get('model_type')!r}, expected 'tinyllava' "
-                         "(the MaTVLM release is a TinyLLaVA_Factory checkpoint)")
+    src_config = read_factory_config(src, "the MaTVLM release, a TinyLLaVA_Factory checkpoint")
     num_layers = int((src_config.get("text_config") or {}).get("num_hidden_layers", 0))
     mamba_layers, mamba_config = read_mamba_layers(src, num_layers)
 
