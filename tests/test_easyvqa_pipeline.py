@@ -12,12 +12,38 @@ def test_grid_and_distill_flags():
     assert [s.ratio for s in grid["ratio"]] == ["0.125", "0.25", "0.5"]
     assert [s.positions for s in grid["position"]] == ["even", "begin", "middle", "end"]
     assert {s.init for s in grid["init"]} == {"attention", "random"}
-    assert pipeline.student_grid(full=False) == {"main": [pipeline.StudentSpec()]}
+    main = pipeline.student_grid(full=False)
+    assert list(main) == ["ratio"] and pipeline.StudentSpec() in main["ratio"] and len(main["ratio"]) == 3
+    with pytest.raises(ValueError, match="main student"):
+        pipeline.student_grid(full=False, ratios=("0.5",))
+    with pytest.raises(SystemExit):
+        pipeline.parse_args(["--ratios", "0.3,0.25"])
     spec = pipeline.StudentSpec(loss="ce", init="random")
     argv = pipeline.distill_argv(spec, "T", {"train": "d.json", "image_folder": "im"}, "o", pipeline.RunConfig())
     flags = dict(zip(argv[::2], argv[1::2]))
     assert (flags["--distill_alpha"], flags["--distill_beta"], flags["--distill_gamma"]) == ("0", "0", "1")
     assert flags["--init_from_attention"] == "False" and flags["--mm_hybrid_ratio"] == "0.25"
+
+
+def test_ablations_carried_only_from_the_same_teacher_and_settings(tmp_path):
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "model.safetensors").write_bytes(b"weights-1")
+    config = {"teacher_sha256": pipeline.teacher_fingerprint(str(teacher)), "test_questions": 500,
+              "distill_steps": 150, "distill_batch": 8, "distill_lr": 1e-3, "finished": "then"}
+    previous = {"teacher": {}, "students": {}, "config": config, "runtime_s": 9.0,
+                "loss_ablation": {"ce": {"accuracy": 0.5}}, "init_ablation": {"random": {"accuracy": 0.4}}}
+    prev_file = tmp_path / "results.json"
+    prev_file.write_text(json.dumps(previous))
+    now = {"teacher": {}, "students": {}, "config": dict(config, finished="now")}
+    assert pipeline.carry_ablations(now, str(prev_file)) == ["loss_ablation", "init_ablation"]
+    assert now["loss_ablation"] == previous["loss_ablation"] and now["carried_from"]["run_finished"] == "then"
+    # another teacher (weights changed) or other distillation settings: nothing is carried
+    (teacher / "model.safetensors").write_bytes(b"weights-2")
+    other = {"teacher": {}, "config": dict(config, teacher_sha256=pipeline.teacher_fingerprint(str(teacher)))}
+    assert pipeline.carry_ablations(other, str(prev_file)) == [] and "loss_ablation" not in other
+    assert pipeline.carry_ablations({"config": dict(config, distill_steps=100)}, str(prev_file)) == []
+    assert pipeline.carry_ablations({"config": config}, str(tmp_path / "none.json")) == []
 
 
 @pytest.mark.slow

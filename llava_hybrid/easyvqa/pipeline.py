@@ -1,17 +1,22 @@
 """The easy-VQA main job: data -> teacher -> hybrid students (distillation) -> eval -> report.
 
-    python -m llava_hybrid.easyvqa                   # 25 % student from the shipped teacher
+    python -m llava_hybrid.easyvqa                   # 12.5 / 25 / 50 % students from the shipped teacher
     python -m llava_hybrid.easyvqa --train-teacher   # retrain the teacher first (the recipe)
-    python -m llava_hybrid.easyvqa --full            # + the ablation grid (ratio, position, loss, init)
+    python -m llava_hybrid.easyvqa --full            # + the ablation grid (position, loss, init)
 
 Every stage runs the project's real entry points: `prepare_easyvqa` (data + task tokenizer), the
 teacher recipe over the SFT entry, `scripts/distill_hybrid.py` (a subprocess, as a user would run
 it), `python -m llava_hybrid.run llava.eval.model_vqa` (LLaVA's unchanged eval script) and the
 exact-match scorer. The report is docs/easyvqa.md + docs/easyvqa/results.json (+ PNG plots).
+
+A run without --full keeps the ablation sections of the previous results.json when they were
+measured on the same teacher (same weights, by hash) with the same distillation settings; each
+carried section says so (`carried_from`). Anything else is dropped, never mixed.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -64,6 +69,7 @@ class RunConfig:
     distill_batch: int = 16
     distill_lr: float = 1e-3
     full: bool = False
+    ratios: tuple = RATIOS         # the students always run (the paper's Table 2 axis)
     threads: int = 1               # torch threads per stage: 1 is faster than 2 on a shared 2-core CPU
 
 
@@ -71,8 +77,10 @@ def smoke_config(out: str, report_dir: str) -> RunConfig:
     """The whole pipeline shrunk for CI: 12 train / 2 test images, a tiny teacher, a few steps."""
     tiny = teacher.TeacherConfig(hidden_size=64, num_layers=4, num_heads=2, vision_hidden=32, vision_layers=1,
                                  max_steps=20, batch_size=4, learning_rate=3e-3, warmup_steps=2)
+    tiny = replace(tiny, tower_steps=5)
     return RunConfig(out=out, report_dir=report_dir, train_teacher=True, teacher_cfg=tiny, test_subset=6,
-                     max_train_images=12, max_test_images=2, distill_steps=10, distill_batch=2, threads=1)
+                     max_train_images=12, max_test_images=2, distill_steps=10, distill_batch=2, ratios=("0.25",),
+                     threads=1)
 
 
 def _env(threads: int) -> dict:
@@ -130,16 +138,53 @@ def loss_curve(run_dir: str) -> list[tuple[int, float]]:
     return [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
 
 
-def student_grid(full: bool) -> dict[str, list[StudentSpec]]:
-    """{ablation name: specs}; the main student (25 %, even, prob+layer, attention init) always runs."""
+def student_grid(full: bool, ratios=RATIOS) -> dict[str, list[StudentSpec]]:
+    """{ablation name: specs}; the ratio students (even, prob+layer, attention init) always run, the
+    main one (25 %) among them; --full adds the position, loss and init ablations around it."""
+    if "0.25" not in ratios:
+        raise ValueError(f"ratios {ratios}: the main student (0.25) must be among them")
     main = StudentSpec()
-    grid = {"main": [main]}
+    grid = {"ratio": [replace(main, ratio=r) for r in ratios]}
     if full:
-        grid["ratio"] = [replace(main, ratio=r) for r in RATIOS]
         grid["position"] = [replace(main, positions=p) for p in POSITIONS]
         grid["loss"] = [replace(main, loss=name) for name in LOSSES]
         grid["init"] = [replace(main, init=i) for i in ("attention", "random")]
     return grid
+
+
+def teacher_fingerprint(teacher_dir: str) -> str:
+    """sha256 over the teacher's weight files (LM + projector, and the tower when it has its own)."""
+    digest = hashlib.sha256()
+    for rel in ("model.safetensors", os.path.join("vision_tower", "model.safetensors")):
+        path = os.path.join(teacher_dir, rel)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+ABLATION_KEYS = ("position_ablation", "loss_ablation", "init_ablation")
+SAME_RUN_KEYS = ("teacher_sha256", "test_questions", "distill_steps", "distill_batch", "distill_lr")
+
+
+def carry_ablations(results: dict, previous_file: str) -> list[str]:
+    """Copy the ablation sections of `previous_file` into `results` when measured under the same
+    teacher and distillation settings (SAME_RUN_KEYS); returns the keys carried."""
+    if not os.path.isfile(previous_file):
+        return []
+    with open(previous_file) as f:
+        previous = json.load(f)
+    prev_cfg, cfg = previous.get("config", {}), results["config"]
+    if any(prev_cfg.get(k) != cfg.get(k) for k in SAME_RUN_KEYS):
+        return []
+    carried = [k for k in ABLATION_KEYS if k in previous]
+    for key in carried:
+        results[key] = previous[key]
+    if carried:
+        results["carried_from"] = {"keys": carried, "run_finished": prev_cfg.get("finished"),
+                                   "runtime_s": previous.get("runtime_s")}
+    return carried
 
 
 def run(cfg: RunConfig) -> dict:
@@ -147,7 +192,7 @@ def run(cfg: RunConfig) -> dict:
     from .report import write_report
 
     t0 = time.time()
-    grid = student_grid(cfg.full)
+    grid = student_grid(cfg.full, cfg.ratios)
     specs = list(dict.fromkeys(s for group in grid.values() for s in group))
     stages = tqdm(total=2 + (1 if cfg.train_teacher else 0) + 2 * len(specs), desc="easy-VQA", unit="stage")
     # 1. data + task tokenizer
@@ -192,7 +237,7 @@ def run(cfg: RunConfig) -> dict:
                       "distill_s": distill_s, "loss_curve": loss_curve(run_dir), "spec": spec.__dict__}
         stages.update()
     stages.close()
-    results["students"] = {s.ratio: runs[s] for s in grid.get("ratio", grid["main"])}
+    results["students"] = {s.ratio: runs[s] for s in grid["ratio"]}
     if cfg.full:
         results["position_ablation"] = {s.positions: runs[s] for s in grid["position"]}
         results["loss_ablation"] = {s.loss: runs[s] for s in grid["loss"]}
@@ -200,7 +245,11 @@ def run(cfg: RunConfig) -> dict:
     results["runtime_s"] = time.time() - t0
     results["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch threads {cfg.threads}"
     results["config"] = {"test_questions": results["teacher"]["n"], "distill_steps": cfg.distill_steps,
-                         "distill_batch": cfg.distill_batch, "distill_lr": cfg.distill_lr, "full": cfg.full}
+                         "distill_batch": cfg.distill_batch, "distill_lr": cfg.distill_lr, "full": cfg.full,
+                         "teacher_sha256": teacher_fingerprint(teacher_dir),
+                         "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if not cfg.full:
+        carry_ablations(results, os.path.join(cfg.report_dir, "easyvqa", "results.json"))
     write_report(results, cfg.report_dir)
     return results
 
@@ -214,7 +263,8 @@ def parse_args(argv=None) -> RunConfig:
     p.add_argument("--teacher", default=d.teacher_dir, help="teacher checkpoint (default: the shipped one)")
     p.add_argument("--train-teacher", action="store_true", help="train the teacher with the recipe first")
     p.add_argument("--teacher-steps", type=int, default=d.teacher_cfg.max_steps)
-    p.add_argument("--full", action="store_true", help="run the ablation grid")
+    p.add_argument("--full", action="store_true", help="also run the position, loss and init ablations")
+    p.add_argument("--ratios", default=",".join(d.ratios), help="students' hybrid ratios (must include 0.25)")
     p.add_argument("--test-subset", type=int, default=d.test_subset, help="fixed test subset size (0 = all)")
     p.add_argument("--distill-steps", type=int, default=d.distill_steps)
     p.add_argument("--distill-batch", type=int, default=d.distill_batch)
@@ -223,12 +273,15 @@ def parse_args(argv=None) -> RunConfig:
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--smoke", action="store_true", help="the CI-sized run (tiny data, model and steps)")
     a = p.parse_args(argv)
+    bad = [r for r in a.ratios.split(",") if r not in RATIOS]
+    if bad or "0.25" not in a.ratios.split(","):
+        p.error(f"--ratios {a.ratios!r}: choose from {','.join(RATIOS)} and include 0.25 (the main student)")
     if a.smoke:
         return replace(smoke_config(a.out, a.report_dir), full=a.full)
     return RunConfig(out=a.out, report_dir=a.report_dir, train_teacher=a.train_teacher, teacher_dir=a.teacher,
                      teacher_cfg=replace(d.teacher_cfg, max_steps=a.teacher_steps), augment=a.augment,
                      test_subset=a.test_subset, distill_steps=a.distill_steps, distill_batch=a.distill_batch,
-                     distill_lr=a.distill_lr, full=a.full, threads=a.threads)
+                     distill_lr=a.distill_lr, full=a.full, ratios=tuple(a.ratios.split(",")), threads=a.threads)
 
 
 def main(argv=None) -> dict:

@@ -147,9 +147,6 @@ def write_report(results: dict, report_dir: str) -> str:
              f"{cfg.get('test_questions', '?')} test questions; distillation {cfg.get('distill_steps', '?')} steps "
              f"x batch {cfg.get('distill_batch', '?')} at lr {cfg.get('distill_lr', '?')}.", "",
              "How the teacher recipe was chosen, and what was measured: [easyvqa/recipe.md](easyvqa/recipe.md).", ""]
-    if os.path.isfile(os.path.join(out_dir, "ablations", "easyvqa.md")):
-        lines += ["The ablation grid (trimmed settings, its own run): "
-                  "[easyvqa/ablations/easyvqa.md](easyvqa/ablations/easyvqa.md).", ""]
     lines += target_lines(results) + [
              "## Teacher", ""] + _table({"teacher": results["teacher"]}) + [""]
     if plot_curves({"teacher": results["teacher"]}, "teacher SFT", os.path.join(out_dir, "teacher_loss.png")):
@@ -159,6 +156,10 @@ def write_report(results: dict, report_dir: str) -> str:
         if key not in results:
             lines += ["Not run in this report (run with `--full`).", ""]
             continue
+        carried = results.get("carried_from", {})
+        if key in carried.get("keys", ()):
+            lines += [f"From the `--full` run finished {carried.get('run_finished')} (same teacher weights by "
+                      "hash, same distillation settings; carried over by this run).", ""]
         lines += _table(results[key], results["teacher"].get("accuracy")) + [""]
         lines += ordering_lines(key, results[key])
         png = f"{key}.png"

@@ -30,6 +30,8 @@ class TeacherConfig:
     batch_size: int = 8             # conversations (images) per step, ~80 answers
     learning_rate: float = 2e-3
     warmup_steps: int = 30
+    tower_steps: int = 1500         # stage 0 (easyvqa.tower): tower pretraining steps; 0 = a random tower
+    freeze_tower: bool = False      # SFT with the stage-0 tower frozen (LLaVA's default) or trained
     seed: int = 0
 
 
@@ -47,6 +49,10 @@ def build_initial_checkpoint(out_dir: str, tokenizer_dir: str, cfg: TeacherConfi
     config.update(mm_vision_select_layer=-1, image_aspect_ratio="square")
     with open(config_file, "w") as f:
         json.dump(config, f, indent=2)
+    if cfg.tower_steps:
+        from .tower import TowerPretrainConfig, pretrain_tower
+        pretrain_tower(os.path.join(out_dir, "vision_tower"),
+                       TowerPretrainConfig(steps=cfg.tower_steps, select_layer=-1, seed=cfg.seed))
     return out_dir
 
 
@@ -64,7 +70,7 @@ def sft_argv(init_dir: str, data_path: str, image_folder: str, out_dir: str, cfg
         "--dataloader_num_workers", str(num_workers), "--logging_steps", "10",
         "--save_strategy", "no", "--report_to", "none", "--seed", str(cfg.seed),
         "--group_by_modality_length", "False", "--disable_tqdm", "False",
-        "--unfreeze_mm_vision_tower", "True",
+        "--unfreeze_mm_vision_tower", str(not cfg.freeze_tower),
     ]
 
 
