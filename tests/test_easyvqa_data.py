@@ -122,3 +122,34 @@ def test_scorer_exact_match_per_type():
     assert r["per_type"]["color"]["accuracy"] == 1.0
     with pytest.raises(ValueError, match="answer"):
         score.score([{"question_id": 0}], ans)
+
+
+def test_balance_makes_yes_and_no_equally_likely_per_template():
+    import collections
+
+    questions, _ = data.load_split("train")
+    assert data.template("is there a red shape?") == "is there a C shape?"
+    assert data.template("what color is the circle?") == "what color is the S?"
+
+    def answer_share(records):
+        counts = collections.defaultdict(collections.Counter)
+        for rec in records:
+            turns = rec["conversations"]
+            for human, gpt in zip(turns[::2], turns[1::2]):
+                if gpt["value"] in ("yes", "no"):
+                    counts[data.template(human["value"].replace("<image>\n", ""))][gpt["value"]] += 1
+        return {t: c["yes"] / (c["yes"] + c["no"]) for t, c in counts.items()}
+
+    plain = answer_share(data.build_train_records(questions, turns=1))
+    balanced = answer_share(data.build_train_records(questions, turns=1, balance=True))
+    assert max(abs(p - 0.5) for p in plain.values()) > 0.35          # "is there a C shape?": ~12 % yes
+    assert max(abs(p - 0.5) for p in balanced.values()) < 0.1
+    # copies live in their own conversations: no conversation asks the same question twice
+    for rec in data.build_train_records(questions, turns=0, balance=True, max_images=50):
+        asked = [t["value"].replace("<image>\n", "") for t in rec["conversations"][::2]]
+        assert len(asked) == len(set(asked))
+    # open (shape / colour) questions are never repeated
+    def open_answers(records):
+        return sorted(t["value"] for r in records for t in r["conversations"][1::2] if t["value"] not in ("yes", "no"))
+    assert open_answers(data.build_train_records(questions, turns=1, balance=True)) == \
+        open_answers(data.build_train_records(questions, turns=1))

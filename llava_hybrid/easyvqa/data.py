@@ -9,6 +9,11 @@ Layout written under `out_dir` (LLaVA's convention, `--image_folder out_dir/imag
     test.jsonl                       {"question_id", "image", "text", "answer", "type"} per test question
     test_{n}.jsonl                   a fixed subset of n test questions (only with `test_subset`)
 
+With `balance`, yes/no questions whose answer is the rarer one for their template ("is there a
+<colour> shape?" is answered "no" 88 % of the time) are repeated in extra conversations until both
+answers are about equally frequent per template: the question text alone then predicts half of
+them, so the model must compare the question with the image (VQA v2's reason for balancing).
+
 Every question about one image is grouped into one multi-turn conversation (or chunks of `turns`),
 so the vision tower runs once per image instead of once per question. Everything is deterministic:
 questions keep the package's order, shuffles use `numpy.random.RandomState(seed)`.
@@ -24,6 +29,7 @@ import numpy as np
 
 QUESTION_TYPES = ("yes/no", "shape", "color")
 SHAPES = ("circle", "rectangle", "triangle")
+COLORS = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
 # Label-preserving augmentations: easy-VQA questions ask about shape, colour and presence only,
 # never about position or orientation, so flips and quarter turns keep every answer true.
 AUGMENTATIONS = ("flip", "rot90", "rot180", "rot270", "flip_rot90")
@@ -64,6 +70,28 @@ def load_split(split: str) -> tuple[list[Question], dict[int, str]]:
     return questions, {int(k): v for k, v in paths.items()}
 
 
+def template(text: str) -> str:
+    """The question with its colour and shape words masked: 'is there a red shape?' -> 'is there a C shape?'."""
+    return " ".join("C" if w in COLORS else "S" if w in SHAPES else w for w in text.rstrip("?").split()) + "?"
+
+
+def balance_repeats(questions: list[Question]) -> dict[Question, int]:
+    """{yes/no question: extra copies} that make yes and no about equally frequent per template."""
+    counts: dict[str, dict[str, int]] = {}
+    for q in questions:
+        if q.qtype == "yes/no":
+            counts.setdefault(template(q.text), {"yes": 0, "no": 0})[q.answer] += 1
+    repeats = {}
+    for q in questions:
+        if q.qtype != "yes/no":
+            continue
+        c = counts[template(q.text)]
+        mine, other = c[q.answer], c["no" if q.answer == "yes" else "yes"]
+        if mine and other > mine:
+            repeats[q] = round(other / mine) - 1
+    return {q: n for q, n in repeats.items() if n > 0}
+
+
 def group_by_image(questions: list[Question]) -> dict[int, list[Question]]:
     """{image_id: questions in package order}, image ids ascending."""
     groups: dict[int, list[Question]] = {}
@@ -97,13 +125,15 @@ def _augmented(image, name: str):
 
 
 def build_train_records(questions: list[Question], turns: int = 0, augment: int = 0,
-                        seed: int = 0, max_images: int | None = None) -> list[dict]:
+                        seed: int = 0, max_images: int | None = None, balance: bool = False) -> list[dict]:
     """LLaVA training records: one per (image, augmentation, chunk of `turns` questions).
 
     turns: questions per conversation (0 = all questions of the image in one conversation).
     augment: number of extra augmented copies per image (0..len(AUGMENTATIONS)).
     The question order inside each image is shuffled with `seed` so no question is always first;
     the record order is shuffled with `seed` too (LLaVA's sampler shuffles again per epoch).
+    balance: add the `balance_repeats` copies, copy k of an image's questions in its own conversations
+    (never beside the original, whose answer it would give away).
     """
     if turns < 0:
         raise ValueError(f"--turns must be >= 0, got {turns}")
@@ -112,18 +142,22 @@ def build_train_records(questions: list[Question], turns: int = 0, augment: int 
     rng = np.random.RandomState(seed)
     groups = group_by_image(questions)
     image_ids = list(groups)[:max_images] if max_images else list(groups)
+    repeats = balance_repeats(questions) if balance else {}
     records = []
     for image_id in image_ids:
+        extra = max((repeats.get(q, 0) for q in groups[image_id]), default=0)
         for view in ("",) + AUGMENTATIONS[:augment]:
-            qs = [groups[image_id][j] for j in rng.permutation(len(groups[image_id]))]
-            size = turns or len(qs)
-            for c in range(0, len(qs), size):
-                suffix = f"_{view}" if view else ""
-                records.append({
-                    "id": f"easyvqa-{image_id}{suffix}-{c // size}",
-                    "image": f"train/{image_id}{suffix}.png",
-                    "conversations": conversation(qs[c:c + size]),
-                })
+            suffix = f"_{view}" if view else ""
+            for copy in range(1 + extra):  # copy 0: every question; copy k: the rare answers repeated
+                pool = groups[image_id] if copy == 0 else [q for q in groups[image_id] if repeats.get(q, 0) >= copy]
+                qs = [pool[j] for j in rng.permutation(len(pool))]
+                size = turns or len(qs)
+                for c in range(0, len(qs), size):
+                    records.append({
+                        "id": f"easyvqa-{image_id}{suffix}-{c // size}" + (f"-r{copy}" if copy else ""),
+                        "image": f"train/{image_id}{suffix}.png",
+                        "conversations": conversation(qs[c:c + size]),
+                    })
     order = rng.permutation(len(records))
     return [records[j] for j in order]
 
@@ -170,14 +204,14 @@ def _write_jsonl(rows: list[dict], path: str) -> None:
 
 def prepare(out_dir: str, turns: int = 0, augment: int = 0, test_subset: int | None = None,
             max_train_images: int | None = None, max_test_images: int | None = None,
-            seed: int = 0) -> dict[str, str]:
+            seed: int = 0, balance: bool = False) -> dict[str, str]:
     """Write the easy-VQA data in LLaVA's layout under `out_dir`; returns the written paths.
 
     max_train_images / max_test_images shrink the data (tests, smoke runs); None = everything.
     """
     train_q, train_paths = load_split("train")
     test_q, test_paths = load_split("test")
-    train_records = build_train_records(train_q, turns, augment, seed, max_train_images)
+    train_records = build_train_records(train_q, turns, augment, seed, max_train_images, balance)
     if max_test_images:
         keep = set(list(group_by_image(test_q))[:max_test_images])
         test_q = [q for q in test_q if q.image_id in keep]

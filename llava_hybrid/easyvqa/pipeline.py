@@ -197,7 +197,8 @@ def run(cfg: RunConfig) -> dict:
     stages = tqdm(total=2 + (1 if cfg.train_teacher else 0) + 2 * len(specs), desc="easy-VQA", unit="stage")
     # 1. data + task tokenizer
     stages.set_postfix_str("data")
-    data = prepare(os.path.join(cfg.out, "data"), turns=cfg.teacher_cfg.turns, augment=cfg.augment,
+    data = prepare(os.path.join(cfg.out, "data"), turns=cfg.teacher_cfg.turns, balance=cfg.teacher_cfg.balance,
+                   augment=cfg.augment,
                    test_subset=cfg.test_subset,
                    max_train_images=cfg.max_train_images, max_test_images=cfg.max_test_images)
     stages.update()

@@ -26,6 +26,7 @@ class TeacherConfig:
     image_size: int = 64            # easy-VQA's native 64x64
     patch_size: int = 16            # 4x4 = 16 image tokens
     turns: int = 0                  # questions per training conversation (0 = all of an image's, ~10)
+    balance: bool = False           # repeat rare yes/no answers per question template (data.balance_repeats)
     max_steps: int = 2000           # cosine horizon; the shipped teacher is the step-800 checkpoint
     batch_size: int = 8             # conversations (images) per step, ~80 answers
     learning_rate: float = 2e-3

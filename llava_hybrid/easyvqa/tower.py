@@ -26,9 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import SHAPES, load_split
+from .data import COLORS, SHAPES, load_split
 
-COLORS = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
 IGNORE = -100
 
 

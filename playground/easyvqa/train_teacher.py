@@ -30,6 +30,7 @@ def main(argv=None):
                    help="questions per training conversation (0 = all of an image's questions)")
     p.add_argument("--tower-steps", type=int, default=teacher.TeacherConfig.tower_steps,
                    help="stage 0: tower pretraining steps on the train labels (0 = start SFT from a random tower)")
+    p.add_argument("--balance", action="store_true", help="balance yes/no answers per question template")
     p.add_argument("--freeze-tower", action="store_true", help="SFT with the stage-0 tower frozen")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-steps", type=int, default=0, help="also save checkpoint-N every N steps")
@@ -37,8 +38,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = replace(teacher.TeacherConfig(), max_steps=a.steps, batch_size=a.batch, learning_rate=a.lr,
-                  turns=a.turns, tower_steps=a.tower_steps, freeze_tower=a.freeze_tower)
-    data = prepare(os.path.join(a.work, "data"), turns=cfg.turns, test_subset=500)
+                  turns=a.turns, balance=a.balance, tower_steps=a.tower_steps, freeze_tower=a.freeze_tower)
+    data = prepare(os.path.join(a.work, "data"), turns=cfg.turns, balance=cfg.balance, test_subset=500)
     tok_dir = os.path.join(a.work, "tokenizer")
     build_easyvqa_tokenizer(tok_dir)
     init_dir = teacher.build_initial_checkpoint(os.path.join(a.work, "init"), tok_dir, cfg)
