@@ -54,6 +54,10 @@ def test_deepspeed_two_ranks_distil_then_eval(tmp_path):
     with open(os.path.join(out, "checkpoint-8", "trainer_state.json")) as f:
         logged = [h for h in json.load(f)["log_history"] if "loss_total" in h]
     assert len(logged) == 8 and all({"loss_layer", "loss_prob", "loss_ce"} <= set(h) for h in logged)
+    for saved in (out, os.path.join(out, "checkpoint-8")):  # tokenizers readable on both transformers lanes
+        with open(os.path.join(saved, "tokenizer.json")) as f:
+            merges = json.load(f)["model"]["merges"]
+        assert merges and all(isinstance(m, str) for m in merges), saved
 
     # 1. the checkpoint loads through LLaVA's (patched) loader; the loss falls on a fixed batch
     llava_hybrid.activate()

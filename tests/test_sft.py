@@ -88,6 +88,9 @@ def test_sft_lowers_loss_and_learns_the_stop_token(task_ckpt, data, tmp_path):
     before, _ = _fixed_batch_loss(initial_model, trainer)
     assert reloaded == pytest.approx(loss_after, rel=1e-4) and reloaded < before - 1.0
     assert tok2.pad_token_id == tok2.eos_token_id and model.config.image_aspect_ratio == "pad"
+    # its BPE merges are in the string form both transformers lanes read (tokenizers 0.15 and >= 0.20)
+    merges = json.loads((out / "tokenizer.json").read_text())["model"]["merges"]
+    assert merges and all(isinstance(m, str) for m in merges)
 
 
 def test_tune_mm_mlp_adapter_trains_only_the_projector(ckpt, data, tmp_path):

@@ -29,6 +29,7 @@ from llava_hybrid.distill.arguments import TRAINABLE_PARTS, DistillPlan, parse_a
 from llava_hybrid.distill.losses import (DistillLosses, ce_loss, coverage_mask, layer_distill_loss,
                                          prob_distill_loss, total_loss)
 from llava_hybrid.distill.schedule import wsd_scheduler
+from llava_hybrid.host.checkpoints import make_tokenizer_json_portable
 
 logger = logging.getLogger(__name__)
 TMP_PREFIX = ".tmp-"  # checkpoints are written to <output_dir>/.tmp-checkpoint-N, then renamed
@@ -203,6 +204,7 @@ def make_trainer_class():
             self.accelerator.wait_for_everyone()
             if self.args.should_save:
                 final = os.path.join(run_dir, name)
+                make_tokenizer_json_portable(os.path.join(tmp_root, name))  # both transformers lanes read it
                 if os.path.isdir(final):
                     shutil.rmtree(final)
                 os.replace(os.path.join(tmp_root, name), final)
@@ -322,4 +324,6 @@ def main(argv: Optional[List[str]] = None):
     trainer.save_state()
     student.config.use_cache = True
     trainer.save_model(training_args.output_dir)
+    if training_args.should_save:
+        make_tokenizer_json_portable(training_args.output_dir)
     return trainer

@@ -10,9 +10,10 @@ accuracy on the test images in ~1,500 steps (about a minute on 2 cores).
 
 The supervision is read from the train split only: an image's shape is the answer to its "what
 shape" question, its colour the answer to its "what colour" question (an image without such a
-question is ignored by that head). The features trained are exactly the ones the LM will see:
-`hidden_states[mm_vision_select_layer]`, mean-pooled for the two linear heads, which are thrown
-away afterwards.
+question is ignored by that head). The features trained are exactly the ones the LM will see,
+`hidden_states[mm_vision_select_layer]`, and every one of the image tokens is trained to tell the
+image's shape and colour through two linear heads (thrown away afterwards): the LM then reads the
+answer from whichever image token it attends to, instead of first learning to pool 16 of them.
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 class ProbeHeads(nn.Module):
-    """Mean-pooled tower features (B,N,C) -> shape logits (B,3), colour logits (B,8)."""
+    """Tower features (B,N,C) -> per-token shape logits (B,N,3), colour logits (B,N,8)."""
 
     def __init__(self, width: int):
         super().__init__()
@@ -81,14 +82,17 @@ class ProbeHeads(nn.Module):
         self.color = nn.Linear(width, len(COLORS))
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = features.mean(dim=1)  # (B, C)
-        return self.shape(pooled), self.color(pooled)
+        return self.shape(features), self.color(features)
 
 
 def _masked_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the labelled rows; 0 (not NaN) when a batch has none."""
+    """Cross-entropy of every token's logits (B,N,K) against its image's label (B,), over labelled
+    images; 0 (not NaN) when a batch has none."""
     known = labels != IGNORE
-    return F.cross_entropy(logits[known], labels[known]) if known.any() else logits.sum() * 0.0
+    if not known.any():
+        return logits.sum() * 0.0
+    per_token = logits[known]  # (b, N, K)
+    return F.cross_entropy(per_token.flatten(0, 1), labels[known].repeat_interleave(per_token.shape[1]))
 
 
 def _features(tower, pixels: torch.Tensor, select_layer: int) -> torch.Tensor:
@@ -97,7 +101,8 @@ def _features(tower, pixels: torch.Tensor, select_layer: int) -> torch.Tensor:
 
 @torch.no_grad()
 def probe_accuracy(tower, heads: ProbeHeads, pixels, shape, color, select_layer: int) -> dict:
-    """Shape / colour accuracy of the heads over labelled images (batches of 500)."""
+    """Per-token shape / colour accuracy over labelled images (`<name>`), and the share of images whose
+    every token is right (`<name>_all_tokens`); batches of 500."""
     was_training = tower.training
     tower.eval()
     preds = [heads(_features(tower, pixels[j:j + 500], select_layer)) for j in range(0, len(pixels), 500)]
@@ -106,7 +111,9 @@ def probe_accuracy(tower, heads: ProbeHeads, pixels, shape, color, select_layer:
     for name, labels, logits in (("shape", shape, torch.cat([p[0] for p in preds])),
                                  ("color", color, torch.cat([p[1] for p in preds]))):
         known = labels != IGNORE
-        out[name] = float((logits[known].argmax(-1) == labels[known]).float().mean())
+        right = logits[known].argmax(-1) == labels[known][:, None]  # (b, N): token right about its image
+        out[name] = float(right.float().mean())
+        out[name + "_all_tokens"] = float(right.all(dim=1).float().mean())
     return out
 
 

@@ -169,8 +169,11 @@ def make_tokenizer_json_portable(checkpoint_dir: str) -> bool:
     tokenizers >= 0.20 (the transformers 5 lane) writes merges as [a, b] pairs, which tokenizers 0.15 (the
     transformers 4.37 lane) cannot parse; the string form is read by both. Refuses merges whose tokens
     contain a space (the string form could not represent them; byte-level BPE never has one).
+    A directory without tokenizer.json (a slow tokenizer) is left as it is.
     """
     path = os.path.join(checkpoint_dir, "tokenizer.json")
+    if not os.path.isfile(path):
+        return False
     with open(path, encoding="utf-8") as f:
         tok = json.load(f)
     merges = tok.get("model", {}).get("merges") or []

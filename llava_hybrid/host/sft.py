@@ -35,7 +35,7 @@ from llava.train import train as llava_train  # noqa: E402
 from llava.train.llava_trainer import LLaVATrainer  # noqa: E402
 
 from .builder import MODEL_CLASSES, dtype_kwargs, read_model_type  # noqa: E402
-from .checkpoints import save_vision_tower  # noqa: E402
+from .checkpoints import make_tokenizer_json_portable, save_vision_tower  # noqa: E402
 from .conversation import check_conv_mode  # noqa: E402
 from .siglip import resolve_tower_path  # noqa: E402
 from .tiny import TOWER_SUBDIR  # noqa: E402
@@ -251,6 +251,7 @@ def save_checkpoint(trainer, model, tokenizer, output_dir: str, source_dir: Opti
     if not trainer.args.should_save:
         return
     tokenizer.save_pretrained(output_dir)
+    make_tokenizer_json_portable(output_dir)  # loadable on both transformers lanes
     config = model.config
     tower_name = getattr(config, "mm_vision_tower", None)
     written = os.path.isfile(os.path.join(output_dir, TOWER_SUBDIR, "config.json"))
