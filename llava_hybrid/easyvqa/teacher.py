@@ -32,6 +32,8 @@ class TeacherConfig:
     learning_rate: float = 2e-3
     warmup_steps: int = 30
     tower_steps: int = 1500         # stage 0 (easyvqa.tower): tower pretraining steps; 0 = a random tower
+    tower_augment: str = "flip"     # stage-0 augmentation (easyvqa.tower.AUGMENTS)
+    tower_readout: str = "token"    # stage-0 read-out: every image token ("token") or their mean ("mean")
     freeze_tower: bool = False      # SFT with the stage-0 tower frozen (LLaVA's default) or trained
     seed: int = 0
 
@@ -53,7 +55,8 @@ def build_initial_checkpoint(out_dir: str, tokenizer_dir: str, cfg: TeacherConfi
     if cfg.tower_steps:
         from .tower import TowerPretrainConfig, pretrain_tower
         pretrain_tower(os.path.join(out_dir, "vision_tower"),
-                       TowerPretrainConfig(steps=cfg.tower_steps, select_layer=-1, seed=cfg.seed))
+                       TowerPretrainConfig(steps=cfg.tower_steps, augment=cfg.tower_augment,
+                                           readout=cfg.tower_readout, select_layer=-1, seed=cfg.seed))
     return out_dir
 
 

@@ -39,7 +39,10 @@ class TowerPretrainConfig:
     batch_size: int = 64
     learning_rate: float = 2e-3
     warmup_steps: int = 50
-    augment: bool = True     # random flips / quarter turns: easy-VQA answers never depend on orientation
+    augment: str = "flip"    # "flip": a random left-right flip per image; "flip_rot90": one flip and
+                             # one quarter turn per batch (shows upside-down triangles, which easy-VQA
+                             # never draws); "none"
+    readout: str = "token"   # "token": every image token must tell shape and colour; "mean": their mean
     select_layer: int = -1   # the features the LLaVA config hands the LM (mm_vision_select_layer)
     seed: int = 0
 
@@ -66,22 +69,35 @@ def image_labels(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), shape, color
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One random flip / quarter turn for the whole batch (B,3,S,S) -> (B,3,S,S)."""
-    if torch.rand((), generator=gen) < 0.5:
-        x = x.flip(3)
-    return torch.rot90(x, int(torch.randint(4, (), generator=gen)), dims=(2, 3))
+AUGMENTS = ("none", "flip", "flip_rot90")
+READOUTS = ("token", "mean")
+
+
+def _augment(x: torch.Tensor, how: str, gen: torch.Generator) -> torch.Tensor:
+    """(B,3,S,S) -> (B,3,S,S), augmented as TowerPretrainConfig.augment says."""
+    if how == "flip":
+        flip = torch.rand(x.shape[0], generator=gen) < 0.5
+        return torch.where(flip[:, None, None, None], x.flip(3), x)
+    if how == "flip_rot90":
+        if torch.rand((), generator=gen) < 0.5:
+            x = x.flip(3)
+        return torch.rot90(x, int(torch.randint(4, (), generator=gen)), dims=(2, 3))
+    return x
 
 
 class ProbeHeads(nn.Module):
-    """Tower features (B,N,C) -> per-token shape logits (B,N,3), colour logits (B,N,8)."""
+    """Tower features (B,N,C) -> shape logits (B,M,3), colour logits (B,M,8): per token (M = N) for
+    readout "token", of the tokens' mean (M = 1) for "mean"."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, readout: str = "token"):
         super().__init__()
         self.shape = nn.Linear(width, len(SHAPES))
         self.color = nn.Linear(width, len(COLORS))
+        self.readout = readout
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.readout == "mean":
+            features = features.mean(dim=1, keepdim=True)  # (B, 1, C)
         return self.shape(features), self.color(features)
 
 
@@ -131,12 +147,14 @@ def pretrain_tower(tower_dir: str, cfg: TowerPretrainConfig = TowerPretrainConfi
 
     if cfg.steps <= 0:
         raise ValueError(f"--tower-steps must be > 0, got {cfg.steps}")
+    if cfg.augment not in AUGMENTS or cfg.readout not in READOUTS:
+        raise ValueError(f"tower augment {cfg.augment!r} / readout {cfg.readout!r}: choose from {AUGMENTS} / {READOUTS}")
     if not os.path.isfile(os.path.join(tower_dir, "config.json")):
         raise ValueError(f"{tower_dir!r} holds no SigLIP tower (config.json missing)")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     tower = SiglipVisionModel.from_pretrained(tower_dir).train()
-    heads = ProbeHeads(tower.config.hidden_size)
+    heads = ProbeHeads(tower.config.hidden_size, cfg.readout)
     params = list(tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     warm = max(1, cfg.warmup_steps)
@@ -148,8 +166,7 @@ def pretrain_tower(tower_dir: str, cfg: TowerPretrainConfig = TowerPretrainConfi
     for step in bar:
         idx = torch.randint(len(pixels), (cfg.batch_size,), generator=gen)
         x = pixels[idx]
-        if cfg.augment:
-            x = _augment(x, gen)
+        x = _augment(x, cfg.augment, gen)
         shape_logits, color_logits = heads(_features(tower, x, cfg.select_layer))
         loss = _masked_ce(shape_logits, shape[idx]) + _masked_ce(color_logits, color[idx])
         opt.zero_grad(set_to_none=True)

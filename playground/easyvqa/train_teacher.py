@@ -30,6 +30,9 @@ def main(argv=None):
                    help="questions per training conversation (0 = all of an image's questions)")
     p.add_argument("--tower-steps", type=int, default=teacher.TeacherConfig.tower_steps,
                    help="stage 0: tower pretraining steps on the train labels (0 = start SFT from a random tower)")
+    p.add_argument("--tower-augment", default=teacher.TeacherConfig.tower_augment, choices=("none", "flip", "flip_rot90"))
+    p.add_argument("--tower-readout", default=teacher.TeacherConfig.tower_readout, choices=("token", "mean"),
+                   help="stage 0 trains every image token (token) or their mean (mean) to tell shape and colour")
     p.add_argument("--balance", action="store_true", help="balance yes/no answers per question template")
     p.add_argument("--freeze-tower", action="store_true", help="SFT with the stage-0 tower frozen")
     p.add_argument("--threads", type=int, default=1)
@@ -38,7 +41,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = replace(teacher.TeacherConfig(), max_steps=a.steps, batch_size=a.batch, learning_rate=a.lr,
-                  turns=a.turns, balance=a.balance, tower_steps=a.tower_steps, freeze_tower=a.freeze_tower)
+                  turns=a.turns, balance=a.balance, tower_steps=a.tower_steps, tower_augment=a.tower_augment,
+                  tower_readout=a.tower_readout, freeze_tower=a.freeze_tower)
     data = prepare(os.path.join(a.work, "data"), turns=cfg.turns, balance=cfg.balance, test_subset=500)
     tok_dir = os.path.join(a.work, "tokenizer")
     build_easyvqa_tokenizer(tok_dir)
