@@ -22,7 +22,7 @@ def sft_parts(tmp_path_factory):
     data = prepare(str(root / "data"), turns=1, max_train_images=4, max_test_images=1)
     build_easyvqa_tokenizer(str(root / "tok"))
     cfg = replace(teacher.TeacherConfig(), hidden_size=64, num_layers=2, num_heads=2, vision_hidden=32,
-                  vision_layers=1, max_steps=1, batch_size=4, tower_steps=0)
+                  vision_layers=1, max_steps=1, batch_size=4, tower_steps=0, freeze_tower=False)
     init = teacher.build_initial_checkpoint(str(root / "init"), str(root / "tok"), cfg)
     argv = teacher.sft_argv(init, data["train"], data["image_folder"], str(root / "out"), cfg)
     model_args, data_args, training_args = sft.parse_args(argv)

@@ -66,7 +66,7 @@ class RunConfig:
     max_train_images: int | None = None
     max_test_images: int | None = None
     distill_steps: int = 150
-    distill_batch: int = 16
+    distill_batch: int = 8
     distill_lr: float = 1e-3
     full: bool = False
     ratios: tuple = RATIOS         # the students always run (the paper's Table 2 axis)

@@ -2,11 +2,14 @@
 the plugin's SFT entry (`llava_hybrid.host.sft`).
 
 Architecture: Phi LM + SigLIP-architecture tower + mlp2x_gelu connector + phi template + the task
-tokenizer, written by `llava_hybrid.host.tiny.build_tiny_llava_phi` with real key names. Two
-departures from a released TinyLLaVA: the tower is trained (it starts from random weights, so it
-must learn; the trained tower is written to <checkpoint>/vision_tower, where every loader reads it),
-and the features come from the tower's last layer (config `mm_vision_select_layer: -1`, every tower
-layer used; TinyLLaVA's -2 would leave the last one idle).
+tokenizer, written by `llava_hybrid.host.tiny.build_tiny_llava_phi` with real key names.
+
+Two stages, as LLaVA's recipes start from a pretrained tower: stage 0 (`easyvqa.tower`) pretrains
+the SigLIP tower on labels read from the train split (no pretrained tower ships offline), then the
+SFT entry trains projector + LM on the easy-VQA conversations with that tower frozen (LLaVA's
+default; `freeze_tower=False` trains it too, written to <checkpoint>/vision_tower where every loader
+reads it). The features come from the tower's last layer (config `mm_vision_select_layer: -1`, the
+layer stage 0 trained; TinyLLaVA's -2 would leave the last one idle).
 """
 from __future__ import annotations
 
@@ -27,14 +30,14 @@ class TeacherConfig:
     patch_size: int = 16            # 4x4 = 16 image tokens
     turns: int = 0                  # questions per training conversation (0 = all of an image's, ~10)
     balance: bool = False           # repeat rare yes/no answers per question template (data.balance_repeats)
-    max_steps: int = 2000           # cosine horizon; the shipped teacher is the step-800 checkpoint
+    max_steps: int = 1500           # cosine horizon; the shipped teacher is the final (step-1500) model
     batch_size: int = 8             # conversations (images) per step, ~80 answers
     learning_rate: float = 2e-3
     warmup_steps: int = 30
-    tower_steps: int = 1500         # stage 0 (easyvqa.tower): tower pretraining steps; 0 = a random tower
+    tower_steps: int = 3000         # stage 0 (easyvqa.tower): tower pretraining steps; 0 = a random tower
     tower_augment: str = "flip"     # stage-0 augmentation (easyvqa.tower.AUGMENTS)
     tower_readout: str = "token"    # stage-0 read-out: every image token ("token") or their mean ("mean")
-    freeze_tower: bool = False      # SFT with the stage-0 tower frozen (LLaVA's default) or trained
+    freeze_tower: bool = True       # SFT with the stage-0 tower frozen (LLaVA's default) or trained
     seed: int = 0
 
 
@@ -81,8 +84,8 @@ def sft_argv(init_dir: str, data_path: str, image_folder: str, out_dir: str, cfg
 def train_teacher(argv: list[str]):
     """SFT through the plugin's entry (`llava_hybrid.host.sft.main`); returns the LLaVATrainer.
 
-    `sft_argv` passes --unfreeze_mm_vision_tower True: the SigLIP tower trains with the rest and is
-    written to <output_dir>/vision_tower, where every loader reads it.
+    `sft_argv` passes --unfreeze_mm_vision_tower (not cfg.freeze_tower): when True the SigLIP tower
+    trains with the rest and is written to <output_dir>/vision_tower, where every loader reads it.
     """
     from llava_hybrid.host import sft
 
