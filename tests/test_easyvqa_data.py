@@ -153,3 +153,16 @@ def test_balance_makes_yes_and_no_equally_likely_per_template():
         return sorted(t["value"] for r in records for t in r["conversations"][1::2] if t["value"] not in ("yes", "no"))
     assert open_answers(data.build_train_records(questions, turns=1, balance=True)) == \
         open_answers(data.build_train_records(questions, turns=1))
+
+
+def test_text_prior_answers_each_template_with_its_majority(tmp_path):
+    rows = [{"question_id": 0, "text": "is there a red shape?", "answer": "no", "type": "yes/no"},
+            {"question_id": 1, "text": "is there a blue shape?", "answer": "yes", "type": "yes/no"},
+            {"question_id": 2, "text": "is there not a green shape?", "answer": "yes", "type": "yes/no"},
+            {"question_id": 3, "text": "what color is the shape?", "answer": "teal", "type": "color"}]
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prior = score.text_prior(str(path))
+    # train: "is there a C shape?" is mostly "no", its negation mostly "yes"; no colour is a majority of 1/8+
+    assert prior["per_type"]["yes/no"] == {"accuracy": 2 / 3, "n": 3}
+    assert prior["n"] == 4 and prior["per_type"]["color"]["n"] == 1

@@ -221,6 +221,7 @@ def run(cfg: RunConfig) -> dict:
     results = {"teacher": {**evaluate(teacher_dir, data, os.path.join(cfg.out, "eval", "teacher"), cfg.threads),
                            "path": os.path.relpath(teacher_dir, REPO),
                            "loss_curve": loss_curve(teacher_dir)}}
+    results["text_prior"] = score.text_prior(data.get("test_subset", data["test"]))
     stages.update()
     # 3. students: distill, then eval
     runs = {}

@@ -47,6 +47,24 @@ def score(questions: list[dict], answers: list[dict]) -> dict:
     }
 
 
+def text_prior(question_file: str) -> dict:
+    """`score` of the best image-blind answerer: each test question gets the train split's most frequent
+    answer to its template (colour and shape words masked, data.template). What a model scores
+    without looking at the image; above it, the image was read."""
+    from collections import Counter
+
+    from .data import load_split, template
+
+    by_template: dict[str, Counter] = {}
+    for q in load_split("train")[0]:
+        by_template.setdefault(template(q.text), Counter())[q.answer] += 1
+    questions = _read_jsonl(question_file)
+    answers = [{"question_id": q["question_id"],
+                "text": by_template[template(q["text"])].most_common(1)[0][0] if template(q["text"]) in by_template
+                else ""} for q in questions]
+    return score(questions, answers)
+
+
 def score_files(question_file: str, answers_file: str) -> dict:
     """`score` over a question file and an answers file (both JSONL)."""
     return score(_read_jsonl(question_file), _read_jsonl(answers_file))
