@@ -100,3 +100,25 @@ def test_save_pretrained_is_self_contained(ckpt, model, tmp_path, tower_loaded):
     ids, images = torch.tensor([[5, IMAGE_TOKEN_INDEX, 6, 7]]), torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=ids, images=images).logits, model(input_ids=ids, images=images).logits)
+
+
+def test_rope_settings_saved_by_either_lane_build_the_same_model():
+    """transformers 5 saves partial_rotary_factor inside rope_parameters, 4.x at the top level; a
+    config in either form must give the same model on the lane running (4.x used to fall back to 0.5)."""
+    from llava_hybrid.host.phi import LlavaPhiConfig
+
+    base = dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                max_position_embeddings=64)
+    top_level = LlavaPhiConfig(**base, partial_rotary_factor=0.25, rope_theta=500.0)
+    nested = LlavaPhiConfig.from_dict({**base, "rope_parameters": {
+        "rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.25}})
+    ids = torch.arange(1, 40)[None]
+    logits = []
+    for config in (top_level, nested):
+        torch.manual_seed(0)
+        logits.append(LlavaPhiForCausalLM(config).eval()(input_ids=ids).logits)
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=0)
+    # and the factor matters (else the test above could not fail)
+    torch.manual_seed(0)
+    other = LlavaPhiForCausalLM(LlavaPhiConfig(**base, partial_rotary_factor=0.5, rope_theta=500.0)).eval()
+    assert not torch.allclose(other(input_ids=ids).logits, logits[0])
