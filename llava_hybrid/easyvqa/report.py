@@ -151,6 +151,12 @@ def write_report(results: dict, report_dir: str) -> str:
              f"{cfg.get('test_questions', '?')} test questions; distillation {cfg.get('distill_steps', '?')} steps "
              f"x batch {cfg.get('distill_batch', '?')} at lr {cfg.get('distill_lr', '?')}.", "",
              "How the teacher recipe was chosen, and what was measured: [easyvqa/recipe.md](easyvqa/recipe.md).", ""]
+    acc, n = results["teacher"].get("accuracy"), results["teacher"].get("n")
+    if acc is not None and n:
+        se = 100 * (acc * (1 - acc) / n) ** 0.5
+        lines += [f"Sampling noise: one accuracy near {100 * acc:.0f} % over {n} questions has a standard error of "
+                  f"{se:.1f} points; orderings between runs closer than about {2 * se:.0f} points are not resolved "
+                  "at this size.", ""]
     lines += target_lines(results) + [
              "## Teacher", ""] + _table({"teacher": results["teacher"],
                                            **({"text prior (no image)": results["text_prior"]}
