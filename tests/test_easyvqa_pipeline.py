@@ -65,3 +65,16 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     md = (tmp_path / "docs" / "easyvqa.md").read_text()
     assert "## Teacher" in md and "Not run in this report" in md
     assert saved["runtime_s"] > 0 and saved["machine"]
+
+
+def test_orderings_within_sampling_noise_are_called_unresolved():
+    from llava_hybrid.easyvqa.report import ordering_lines, standard_error
+
+    se = standard_error({"accuracy": 0.87, "n": 1000})
+    assert abs(se - 1.063) < 1e-3
+    close = {"attention": {"accuracy": 0.865, "n": 1000}, "random": {"accuracy": 0.870, "n": 1000}}
+    apart = {"attention": {"accuracy": 0.870, "n": 1000}, "random": {"accuracy": 0.830, "n": 1000}}
+    assert "not resolved" in ordering_lines("init_ablation", close, se)[0]
+    assert "order differs" in ordering_lines("init_ablation", close, se)[0]
+    assert "not resolved" not in ordering_lines("init_ablation", apart, se)[0]
+    assert "Same order." in ordering_lines("init_ablation", apart, se)[0]

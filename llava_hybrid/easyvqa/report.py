@@ -55,7 +55,13 @@ def init_speedup(runs: dict):
     return steps_to_reach(att, rnd[-1][1]), rnd[-1][0]
 
 
-def ordering_lines(key: str, runs: dict) -> list[str]:
+def standard_error(result: dict):
+    """Binomial standard error of one accuracy, in points (None without accuracy and n)."""
+    acc, n = result.get("accuracy"), result.get("n")
+    return None if acc is None or not n else 100 * (acc * (1 - acc) / n) ** 0.5
+
+
+def ordering_lines(key: str, runs: dict, se=None) -> list[str]:
     """Our ordering by accuracy next to the paper's, stated plainly."""
     if key not in PAPER_ORDER or len(runs) < 2:
         return []
@@ -64,6 +70,10 @@ def ordering_lines(key: str, runs: dict) -> list[str]:
     same = [k for k in paper if k in runs] == [k for k in ours if k in paper]
     ranked = " > ".join(f"{k} ({_pct(runs[k].get('accuracy'))})" for k in ours)
     verdict = "Same order." if same else "The order differs from the paper's."
+    accs = [100 * r["accuracy"] for r in runs.values() if r.get("accuracy") is not None]
+    if se and accs and max(accs) - min(accs) < 2 * se:
+        verdict += (f" But the spread ({max(accs) - min(accs):.1f} points) is under twice one accuracy's standard "
+                    f"error ({se:.1f}): this ordering is not resolved at this size.")
     lines = [f"Ordering here (best first): {ranked}. Paper: {' > '.join(paper)} ({note}). {verdict}", ""]
     if key == "init_ablation":
         speed = init_speedup(runs)
@@ -151,9 +161,9 @@ def write_report(results: dict, report_dir: str) -> str:
              f"{cfg.get('test_questions', '?')} test questions; distillation {cfg.get('distill_steps', '?')} steps "
              f"x batch {cfg.get('distill_batch', '?')} at lr {cfg.get('distill_lr', '?')}.", "",
              "How the teacher recipe was chosen, and what was measured: [easyvqa/recipe.md](easyvqa/recipe.md).", ""]
-    acc, n = results["teacher"].get("accuracy"), results["teacher"].get("n")
-    if acc is not None and n:
-        se = 100 * (acc * (1 - acc) / n) ** 0.5
+    se = standard_error(results["teacher"])
+    if se is not None:
+        acc, n = results["teacher"]["accuracy"], results["teacher"]["n"]
         lines += [f"Sampling noise: one accuracy near {100 * acc:.0f} % over {n} questions has a standard error of "
                   f"{se:.1f} points; orderings between runs closer than about {2 * se:.0f} points are not resolved "
                   "at this size.", ""]
@@ -173,7 +183,7 @@ def write_report(results: dict, report_dir: str) -> str:
             lines += [f"From the `--full` run finished {carried.get('run_finished')} (same teacher weights by "
                       "hash, same distillation settings; carried over by this run).", ""]
         lines += _table(results[key], results["teacher"].get("accuracy")) + [""]
-        lines += ordering_lines(key, results[key])
+        lines += ordering_lines(key, results[key], se)
         png = f"{key}.png"
         if plot_curves(results[key], title, os.path.join(out_dir, png)):
             lines += [f"![{key}](easyvqa/{png})", ""]
