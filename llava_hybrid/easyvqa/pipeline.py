@@ -76,8 +76,7 @@ class RunConfig:
 def smoke_config(out: str, report_dir: str) -> RunConfig:
     """The whole pipeline shrunk for CI: 12 train / 2 test images, a tiny teacher, a few steps."""
     tiny = teacher.TeacherConfig(hidden_size=64, num_layers=4, num_heads=2, vision_hidden=32, vision_layers=1,
-                                 max_steps=20, batch_size=4, learning_rate=3e-3, warmup_steps=2)
-    tiny = replace(tiny, tower_steps=5)
+                                 max_steps=20, batch_size=4, learning_rate=3e-3, warmup_steps=2, tower_steps=5)
     return RunConfig(out=out, report_dir=report_dir, train_teacher=True, teacher_cfg=tiny, test_subset=6,
                      max_train_images=12, max_test_images=2, distill_steps=10, distill_batch=2, ratios=("0.25",),
                      threads=1)

@@ -143,7 +143,6 @@ def target_lines(results: dict) -> list[str]:
                   f"template), per type: {cells} %. A type at the prior's level is answered from the question "
                   "wording, not the image; the students can only inherit what the teacher reads.", ""]
     return lines
-    return lines
 
 
 def write_report(results: dict, report_dir: str) -> str:

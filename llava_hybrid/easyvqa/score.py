@@ -59,9 +59,10 @@ def text_prior(question_file: str) -> dict:
     for q in load_split("train")[0]:
         by_template.setdefault(template(q.text), Counter())[q.answer] += 1
     questions = _read_jsonl(question_file)
-    answers = [{"question_id": q["question_id"],
-                "text": by_template[template(q["text"])].most_common(1)[0][0] if template(q["text"]) in by_template
-                else ""} for q in questions]
+    answers = []
+    for q in questions:
+        seen = by_template.get(template(q["text"]))
+        answers.append({"question_id": q["question_id"], "text": seen.most_common(1)[0][0] if seen else ""})
     return score(questions, answers)
 
 

@@ -5,8 +5,8 @@ CLIP / SigLIP and (in TinyLLaVA's recipes) fine-tune it. No pretrained tower shi
 recipe makes one from the train split. Trained end to end through a random LM, the tower learns
 too slowly: the LM first settles on the question-text prior (yes/no 87 %), and the gradient that
 reaches the tower through 8 random decoder layers is weak (docs/easyvqa/recipe.md: 73.8 % after
-800 SFT steps, colour 24 %). The same tower trained directly on labels reaches ~95 % shape
-accuracy on the test images in ~1,500 steps (about a minute on 2 cores).
+800 SFT steps, colour 24 %). Trained directly on labels (the recipe's 3,000 steps, flips, per-token
+read-out; ~4 min on one thread) its tokens tell shape 98.4 % and colour 100 % of the test images.
 
 The supervision is read from the train split only: an image's shape is the answer to its "what
 shape" question, its colour the answer to its "what colour" question (an image without such a
@@ -35,7 +35,7 @@ IGNORE = -100
 @dataclass(frozen=True)
 class TowerPretrainConfig:
     """Stage-0 schedule (measured: docs/easyvqa/recipe.md)."""
-    steps: int = 1500
+    steps: int = 3000        # the recipe's (TeacherConfig.tower_steps)
     batch_size: int = 64
     learning_rate: float = 2e-3
     warmup_steps: int = 50
