@@ -20,8 +20,7 @@ import llava_hybrid
 from llava_hybrid.host.checkpoints import convert_factory_checkpoint
 from llava_hybrid.host.tiny import OURS_TO_FACTORY_PREFIXES, build_tiny_llava_phi
 from llava_hybrid.hybrid.convert import convert_matvlm_checkpoint
-from llava_hybrid.hybrid.init import build_student
-from llava_hybrid.hybrid.llava_models import LlavaHybridPhiForCausalLM
+from llava_hybrid.host.hybrid_models import LlavaHybridPhiForCausalLM, build_llava_student
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
 import convert_matvlm  # noqa: E402
@@ -48,7 +47,7 @@ def release(tmp_path_factory):
     teacher_dir = convert_factory_checkpoint(factory, str(root / "teacher"))
     teacher = LlavaPhiForCausalLM.from_pretrained(teacher_dir).eval()
     teacher.get_model().get_vision_tower().load_model()
-    student = build_student(teacher, MAMBA_LAYERS, seed=3)
+    student = build_llava_student(teacher, MAMBA_LAYERS, seed=3)
     # the release = the Factory checkpoint's files with the student's weights under Factory names
     src = root / "release"
     shutil.copytree(factory, src)

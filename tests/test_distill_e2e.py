@@ -4,6 +4,7 @@ LLaVA's load_pretrained_model and answers through llava.eval.model_vqa."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -15,6 +16,13 @@ from test_distill_args import base_argv, build_assets
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
 MAMBA_LAYERS = [0, 2]
+
+
+def free_port() -> str:
+    """A TCP port nobody listens on now (the machine is shared: a fixed port collides with other runs)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
 
 
 def _fixed_batch(tokenizer, processor, data_path, image_folder, n=4):
@@ -34,7 +42,7 @@ def _fixed_batch(tokenizer, processor, data_path, image_folder, n=4):
 def test_deepspeed_two_ranks_distil_then_eval(tmp_path):
     import llava_hybrid
     from llava_hybrid.distill.trainer import distill_losses
-    from llava_hybrid.hybrid.init import build_student
+    from llava_hybrid.host.hybrid_models import build_llava_student
 
     assets = build_assets(str(tmp_path))
     out = str(tmp_path / "hybrid")
@@ -43,8 +51,9 @@ def test_deepspeed_two_ranks_distil_then_eval(tmp_path):
                      "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "4",
                      "--image_aspect_ratio", "pad", "--model_max_length", "256",
                      "--dataloader_num_workers", "0", "--seed", "0")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT="29533", PYTHONPATH=os.path.join(REPO, "tests"))
-    cmd = [os.path.join(VENV_BIN, "deepspeed"), "--num_gpus", "2", "--master_port", "29533",
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT=port, PYTHONPATH=os.path.join(REPO, "tests"))
+    cmd = [os.path.join(VENV_BIN, "deepspeed"), "--num_gpus", "2", "--master_port", port,
            os.path.join(REPO, "scripts", "distill_hybrid.py"), *argv]
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
@@ -66,7 +75,7 @@ def test_deepspeed_two_ranks_distil_then_eval(tmp_path):
     tok, teacher, processor, _ = load_pretrained_model(assets["teacher"], None, "teacher", device="cpu")
     _, trained, _, _ = load_pretrained_model(out, None, "hybrid", device="cpu")
     assert trained.config.mamba_layers == MAMBA_LAYERS
-    initial = build_student(teacher, MAMBA_LAYERS, init_from_attention=True, seed=0)
+    initial = build_llava_student(teacher, MAMBA_LAYERS, init_from_attention=True, seed=0)
     batch = _fixed_batch(tok, processor, assets["data"], assets["images"])
     with torch.no_grad():
         before = distill_losses(initial, teacher, batch, MAMBA_LAYERS)

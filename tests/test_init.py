@@ -185,14 +185,15 @@ def test_build_student_rejects_bad_layers():
 def test_student_of_all_attention_hybrid_and_llava_llama_teachers():
     from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 
+    from llava_hybrid.host.hybrid_models import LlavaHybridLlamaForCausalLM, build_llava_student
     from llava_hybrid.hybrid import HybridPhiConfig, HybridPhiForCausalLM
-    from llava_hybrid.hybrid.llava_models import LlavaHybridLlamaForCausalLM
 
     torch.manual_seed(0)
     ours = HybridPhiForCausalLM(HybridPhiConfig(**phi_config().to_dict(), mamba_layers=[])).eval()
     llava = LlavaLlamaForCausalLM(LlavaConfig(**llama_config().to_dict())).eval()
-    for teacher, cls in ((ours, HybridPhiForCausalLM), (llava, LlavaHybridLlamaForCausalLM)):
-        student = build_student(teacher, [1], seed=0)
+    for teacher, cls, build in ((ours, HybridPhiForCausalLM, build_student),
+                                (llava, LlavaHybridLlamaForCausalLM, build_llava_student)):
+        student = build(teacher, [1], seed=0)
         assert type(student) is cls and student.config.mamba_layers == [1]
         s_sd = student.state_dict()
         for key, value in teacher.state_dict().items():

@@ -9,8 +9,8 @@ from transformers import AutoTokenizer
 
 import llava_hybrid
 from llava_hybrid.host.tiny import build_tiny_llava_phi
-from llava_hybrid.hybrid.init import build_student
-from llava_hybrid.hybrid.llava_models import LlavaHybridPhiForCausalLM, left_align, register
+from llava_hybrid.host.hybrid_models import LlavaHybridPhiForCausalLM, build_llava_student, register
+from llava_hybrid.hybrid.layers import left_align
 
 IMAGE_TOKEN_INDEX = -200
 MAMBA_LAYERS = [0, 2]
@@ -25,7 +25,7 @@ def teacher_and_student(tmp_path_factory):
     src = build_tiny_llava_phi(str(tmp_path_factory.mktemp("teacher")), hidden_size=64, num_layers=4)
     teacher = LlavaPhiForCausalLM.from_pretrained(src).eval()
     teacher.get_model().get_vision_tower().load_model()
-    student = build_student(teacher, MAMBA_LAYERS, seed=0)
+    student = build_llava_student(teacher, MAMBA_LAYERS, seed=0)
     return teacher, student, src
 
 
@@ -105,3 +105,5 @@ def test_left_align_keeps_token_order():
     assert out[0, :, 0].tolist() == [3.0, 4.0, 0.0, 1.0, 2.0]
     assert out_mask[0].tolist() == [0, 0, 1, 1, 1]
     assert torch.equal(out[1], embeds[1])
+    ids, ids_mask = left_align(torch.tensor([[5, 6, 0], [7, 8, 9]]), torch.tensor([[1, 1, 0], [1, 1, 1]]))
+    assert ids.tolist() == [[0, 5, 6], [7, 8, 9]] and ids_mask.tolist() == [[0, 1, 1], [1, 1, 1]]

@@ -21,9 +21,8 @@ tends to n_layers / n_attn = 1 / (1 - ratio).
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, PhiConfig
 
-from llava_hybrid.hybrid.configuration import head_dim_of
+from llava_hybrid.hybrid.configuration import head_dim_of, model_family
 
 _DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2}
 
@@ -37,18 +36,9 @@ def dtype_bytes(dtype) -> int:
     return _DTYPE_BYTES[dtype]
 
 
-def _family(config) -> str:
-    """ "phi" or "llama" by config class (the hybrid and LLaVA configs subclass transformers' ones)."""
-    if isinstance(config, PhiConfig):
-        return "phi"
-    if isinstance(config, LlamaConfig):
-        return "llama"
-    raise ValueError(f"decode bound: {type(config).__name__} is neither a PhiConfig nor a LlamaConfig")
-
-
 def layer_param_counts(config) -> dict[str, int]:
     """Parameters of one decoder layer's parts: {"attention", "mamba", "mlp_norms"} (Phi or Llama layout)."""
-    phi = _family(config) == "phi"
+    phi = model_family(config) == "phi"
     d, inter = config.hidden_size, config.intermediate_size
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -81,7 +71,7 @@ def param_count(config) -> int:
     counts = layer_param_counts(config)
     d, vocab, n = config.hidden_size, config.vocab_size, config.num_hidden_layers
     n_mamba = len(getattr(config, "mamba_layers", None) or [])
-    phi = _family(config) == "phi"
+    phi = model_family(config) == "phi"
     embed = vocab * d
     final_norm = 2 * d if phi else d
     lm_head = 0 if getattr(config, "tie_word_embeddings", False) else vocab * d

@@ -77,7 +77,7 @@ def _measure(spec: DistillStepSpec) -> Dict:
     import llava_hybrid
     from llava_hybrid.distill.trainer import capture_layers, distill_losses, optimizer_groups, set_trainable
     from llava_hybrid.host.builder import load_pretrained_model
-    from llava_hybrid.hybrid.init import build_student
+    from llava_hybrid.host.hybrid_models import build_llava_student
     from llava_hybrid.hybrid.plan import plan_mamba_layers
 
     if spec.timer not in TIMERS:
@@ -90,7 +90,7 @@ def _measure(spec: DistillStepSpec) -> Dict:
     teacher.eval().requires_grad_(False)
     n_layers = teacher.config.num_hidden_layers
     layers = plan_mamba_layers(n_layers, ratio=spec.ratio)
-    student = build_student(teacher, layers)
+    student = build_llava_student(teacher, layers)
     set_trainable(student, ["mamba", "mm_projector"])
     student.train()
     optimizer = torch.optim.AdamW(optimizer_groups(student, 0.01), lr=1e-4, betas=(0.9, 0.95))

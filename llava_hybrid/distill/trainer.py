@@ -1,7 +1,7 @@
 """Single-stage distillation of a hybrid Mamba-2 student from its all-attention VLM teacher.
 
     main(argv) = parse -> validate (before any model) -> activate -> teacher (frozen, eval, no grad)
-               -> student = build_student(teacher, plan) with only --trainable parts trained
+               -> student = build_llava_student(teacher, plan) with only --trainable parts trained
                -> LLaVA's data module (phi template) -> DistillTrainer(LLaVATrainer).train()
                -> hybrid checkpoint (config + weights + tokenizer + vision tower reference)
 
@@ -248,10 +248,10 @@ def load_teacher(path: str, training_args):
 
 def build_distill_student(teacher: nn.Module, plan: DistillPlan, model_args) -> nn.Module:
     """The hybrid student (Eq. 6 init), trainable parts set, vision tower referenced by absolute path."""
-    from llava_hybrid.hybrid.init import build_student
+    from llava_hybrid.host.hybrid_models import build_llava_student
     from llava_hybrid.host.siglip import resolve_tower_path
 
-    student = build_student(teacher, plan.mamba_layers, init_from_attention=model_args.init_from_attention,
+    student = build_llava_student(teacher, plan.mamba_layers, init_from_attention=model_args.init_from_attention,
                             carry_bias=model_args.mamba_carry_bias, seed=0)
     tower = getattr(teacher.config, "mm_vision_tower", None)
     if tower:

@@ -1,30 +1,30 @@
-"""What LLaVA lacks to host the TinyLLaVA teacher: SigLIP tower, LLaVA-Phi model, phi template and
-preprocessing, a model_type-dispatching loader, checkpoint aliases and the Factory conversion."""
+"""Everything that touches `llava`: what LLaVA lacks to host the TinyLLaVA teacher (SigLIP tower,
+LLaVA-Phi model, phi template and preprocessing, a model_type-dispatching loader), the LLaVA hybrid
+student classes, checkpoint saving and the SFT entry."""
 from __future__ import annotations
-
-import importlib.util
 
 _REGISTERED = False
 
 
 def register() -> None:
-    """Apply the host room's registrations and patches (idempotent).
+    """Apply the host's registrations (idempotent).
 
-    SigLIP in LLaVA's build_vision_tower, llava_phi / tiny_llava_phi with AutoConfig /
-    AutoModelForCausalLM and in the builder registry, the patched load_pretrained_model, and (when
-    present) the phi conversation template and phi preprocessing.
+    SigLIP in LLaVA's build_vision_tower; llava_phi / tiny_llava_phi and llava_hybrid_phi /
+    llava_hybrid_llama with AutoConfig / AutoModelForCausalLM and in the builder registry; the
+    patched load_pretrained_model; the phi conversation template; phi preprocessing and the
+    pad == eos-safe collator (when llava.train.train is imported).
     """
     global _REGISTERED
     if _REGISTERED:
         return
-    from llava_hybrid.host import builder, phi, siglip
+    from llava_hybrid.host import builder, conversation, hybrid_models, phi, preprocess, siglip
 
     siglip.register()
     phi.register()
     builder.register_model_class(phi.LlavaPhiConfig.model_type, phi.LlavaPhiForCausalLM)
     builder.register_model_class(phi.TinyLlavaPhiConfig.model_type, phi.TinyLlavaPhiForCausalLM)
+    hybrid_models.register()
     builder.register()
-    for name in ("conversation", "preprocess"):  # a colleague's modules; registered when they exist
-        if importlib.util.find_spec(f"llava_hybrid.host.{name}") is not None:
-            importlib.import_module(f"llava_hybrid.host.{name}").register()
+    conversation.register()
+    preprocess.register()
     _REGISTERED = True

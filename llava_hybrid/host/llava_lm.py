@@ -5,8 +5,8 @@ hybrid students), so its methods override the language model's and `super()` rea
 
     forward          image placeholders (IMAGE_TOKEN_INDEX, -200) + images -> spliced embeddings
                      (LLaVA's `prepare_inputs_labels_for_multimodal`) -> the language model's forward
-    generate         prompt ids + images -> embeddings -> `generate_from_embeds`, the one hook a class
-                     overrides to pick its decode loop (here: transformers' generate)
+    generate         prompt ids + images -> embeddings -> the language model's own `generate`
+                     (transformers' for the teacher, the project's decode loop for a hybrid student)
     save_pretrained  a self-contained checkpoint (host.checkpoints.save_llava_checkpoint)
 """
 from __future__ import annotations
@@ -86,25 +86,18 @@ class LlavaLMMixin(LlavaMetaForCausalLM):
                  image_sizes: Optional[torch.Tensor] = None, **kwargs) -> torch.LongTensor:
         """Generate from a prompt (B, L) with image placeholders; returns ONLY the new tokens (B, T).
 
-        The prompt is turned into embeddings (images spliced in) and the decode loop runs from them,
-        so the returned ids never hold the prompt (LLaVA's eval scripts decode the whole output).
-        `input_ids=` is accepted for `inputs`; `inputs_embeds=` is refused.
+        The prompt is turned into embeddings (images spliced in) and the language model's `generate`
+        (next in the MRO) runs from them, so the returned ids never hold the prompt (LLaVA's eval
+        scripts decode the whole output). `input_ids=` is accepted for `inputs`; `inputs_embeds=` is
+        refused. Empty prompt ids (B, 0) go with the embeddings: without them transformers 4.37 seeds
+        the output with a (B, 1) bos column (newer versions start empty), so on every version the
+        result holds only the new tokens (tests/test_llava_phi.py checks this).
         """
         if "inputs_embeds" in kwargs:
             raise ValueError("generate(inputs_embeds=...) is not supported: pass token ids (and images)")
         inputs = kwargs.pop("input_ids", inputs)
         inputs_embeds, attention_mask, position_ids = self.embed_prompt(
             inputs, images, image_sizes, kwargs.pop("attention_mask", None), kwargs.pop("position_ids", None))
-        return self.generate_from_embeds(inputs_embeds, attention_mask, position_ids, **kwargs)
-
-    def generate_from_embeds(self, inputs_embeds: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                             position_ids: Optional[torch.Tensor] = None, **kwargs) -> torch.LongTensor:
-        """The decode loop from prompt embeddings (B, L, D): transformers' generate -> new tokens (B, T).
-
-        Empty prompt ids (B, 0) go with the embeddings: without them transformers 4.37 seeds the output
-        with a (B, 1) bos column (newer versions start empty), so on every version the result holds
-        only the new tokens (tests/test_llava_phi.py checks this).
-        """
         empty_ids = torch.empty(inputs_embeds.shape[0], 0, dtype=torch.long, device=inputs_embeds.device)
         return super().generate(empty_ids, position_ids=position_ids, attention_mask=attention_mask,
                                 inputs_embeds=inputs_embeds, **kwargs)

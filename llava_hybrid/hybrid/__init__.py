@@ -8,8 +8,6 @@ generate_tokens      the one decode loop (greedy / sample / beam), also `model.g
 
 from __future__ import annotations
 
-import importlib.util
-
 from .cache import HybridCache
 from .configuration import HybridLlamaConfig, HybridPhiConfig, rope_settings
 from .generation import GenerationOutput, generate_tokens
@@ -37,8 +35,7 @@ _REGISTERED = False
 
 
 def register() -> None:
-    """Register hybrid_phi / hybrid_llama with AutoConfig and AutoModelForCausalLM, then (when the module
-    exists) the LLaVA hybrid classes of `llava_models` (idempotent)."""
+    """Register hybrid_phi / hybrid_llama with AutoConfig and AutoModelForCausalLM (idempotent)."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -48,8 +45,4 @@ def register() -> None:
     for config_cls, model_cls in pairs:
         AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
         AutoModelForCausalLM.register(config_cls, model_cls, exist_ok=True)
-    if importlib.util.find_spec("llava_hybrid.hybrid.llava_models") is not None:  # a colleague's module
-        module = importlib.import_module("llava_hybrid.hybrid.llava_models")
-        if hasattr(module, "register"):
-            module.register()
     _REGISTERED = True

@@ -41,6 +41,19 @@ def rope_settings(config) -> tuple[float, float, str]:
     return float(theta), float(factor if factor is not None else 1.0), rope_type
 
 
+def model_family(config) -> str:
+    """'phi' or 'llama' by config class (the hybrid and LLaVA configs subclass transformers' ones).
+
+    The two families the hybrid decoders implement; never read from a name. ValueError otherwise.
+    """
+    if isinstance(config, PhiConfig):
+        return "phi"
+    if isinstance(config, LlamaConfig):
+        return "llama"
+    raise ValueError(f"{type(config).__name__} (model_type {getattr(config, 'model_type', None)!r}) is neither a "
+                     "PhiConfig nor a LlamaConfig: the hybrid decoders exist for these two families")
+
+
 def head_dim_of(config) -> int:
     """Per-head width: config.head_dim when set (Llama 5.x), else hidden_size // num_attention_heads."""
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

@@ -63,7 +63,7 @@ def _expected_shapes(config: Dict, tower_config) -> Dict[str, torch.Size]:
     from llava.model.multimodal_projector.builder import build_vision_projector
     from transformers import SiglipVisionModel
 
-    from .llava_models import LlavaHybridPhiConfig, LlavaHybridPhiForCausalLM
+    from llava_hybrid.host.hybrid_models import LlavaHybridPhiConfig, LlavaHybridPhiForCausalLM
 
     lm_config = LlavaHybridPhiConfig(**{k: v for k, v in config.items()
                                         if k not in ("mm_vision_tower", "model_type")})

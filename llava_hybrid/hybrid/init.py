@@ -21,6 +21,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import torch
 from torch import nn
 
+from llava_hybrid.hybrid.configuration import model_family
+
 ZERO = "<zeros>"  # source marker: fill the destination block with zeros
 
 
@@ -133,39 +135,12 @@ def init_mamba_from_attention(mixer: nn.Module, attn: nn.Module, carry_bias: boo
 # Student builder
 # --------------------------------------------------------------------------------------------------
 
-def _family(config) -> str:
-    """'phi' or 'llama' from the teacher's config class (never from a name)."""
-    from transformers import LlamaConfig, PhiConfig
+def _student_class(family: str):
+    """The plain hybrid causal LM of a teacher family (a LLaVA teacher's student: host.hybrid_models)."""
+    from llava_hybrid.hybrid.modeling_llama import HybridLlamaForCausalLM
+    from llava_hybrid.hybrid.modeling_phi import HybridPhiForCausalLM
 
-    if isinstance(config, PhiConfig):
-        return "phi"
-    if isinstance(config, LlamaConfig):
-        return "llama"
-    raise ValueError(f"build_student: unsupported teacher config {type(config).__name__} "
-                     f"(model_type {getattr(config, 'model_type', None)!r}); expected a Phi or Llama config")
-
-
-def _is_llava(model: nn.Module) -> bool:
-    from llava.model.llava_arch import LlavaMetaForCausalLM
-
-    return isinstance(model, LlavaMetaForCausalLM)
-
-
-def _student_classes(family: str, llava: bool):
-    """(config class, model class) of the student for a teacher family."""
-    if llava:
-        from llava_hybrid.hybrid import llava_models as lm
-
-        table = {"phi": (lm.LlavaHybridPhiConfig, lm.LlavaHybridPhiForCausalLM),
-                 "llama": (lm.LlavaHybridLlamaConfig, lm.LlavaHybridLlamaForCausalLM)}
-    else:
-        from llava_hybrid.hybrid.configuration import HybridLlamaConfig, HybridPhiConfig
-        from llava_hybrid.hybrid.modeling_llama import HybridLlamaForCausalLM
-        from llava_hybrid.hybrid.modeling_phi import HybridPhiForCausalLM
-
-        table = {"phi": (HybridPhiConfig, HybridPhiForCausalLM),
-                 "llama": (HybridLlamaConfig, HybridLlamaForCausalLM)}
-    return table[family]
+    return {"phi": HybridPhiForCausalLM, "llama": HybridLlamaForCausalLM}[family]
 
 
 def student_config(teacher_config, config_cls, mamba_layers: Sequence[int], carry_bias: bool):
@@ -181,18 +156,23 @@ def student_config(teacher_config, config_cls, mamba_layers: Sequence[int], carr
     return config_cls(**fields)
 
 
-def _decoder_layers(model: nn.Module) -> nn.ModuleList:
-    return model.get_decoder().layers if hasattr(model, "get_decoder") else model.model.layers
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layer list of a causal LM (transformers', ours, or a LLaVA one over either)."""
+    return model.get_decoder().layers
 
 
 @torch.no_grad()
 def build_student(teacher: nn.Module, mamba_layers: Sequence[int], *, init_from_attention: bool = True,
-                  carry_bias: bool = False, seed: int = 0) -> nn.Module:
+                  carry_bias: bool = False, seed: int = 0, student_class: Optional[type] = None,
+                  adopt: Optional[Dict[str, nn.Module]] = None) -> nn.Module:
     """The hybrid student of `teacher` with the attention of `mamba_layers` replaced by Mamba-2.
 
-    teacher: transformers PhiForCausalLM / LlamaForCausalLM, the project's all-attention hybrid
-    decoder, or a LLaVA model over either (LlavaPhiForCausalLM, LlavaLlamaForCausalLM); a LLaVA
-    teacher gives a LLaVA hybrid (vision tower, mm_projector and every config field carried over).
+    teacher: transformers PhiForCausalLM / LlamaForCausalLM or the project's all-attention hybrid
+    decoder (a LLaVA teacher: host.hybrid_models.build_llava_student, which passes the next two).
+    student_class: the student's causal-LM class (default: HybridPhiForCausalLM / HybridLlamaForCausalLM
+    by the teacher's family); its config_class gets every teacher config field plus the hybrid ones.
+    adopt: {submodule path: teacher module} set on the fresh student as deep copies before the weights
+    are copied (e.g. a LLaVA teacher's loaded vision tower, which a fresh LLaVA model only delay-loads).
     Every weight that is not replaced equals the teacher's (each replaced layer keeps its MLP and
     LayerNorm); mixer i is initialised from layer i's attention (Eq. 6) with seed `seed + i`, or, with
     init_from_attention=False, entirely from Mamba2's defaults (the paper's ablation).
@@ -203,16 +183,14 @@ def build_student(teacher: nn.Module, mamba_layers: Sequence[int], *, init_from_
     if bad or not mamba_layers:
         raise ValueError(f"build_student: mamba_layers {list(mamba_layers)} must be a non-empty subset of "
                          f"0..{num_layers - 1}")
-    family, llava = _family(teacher.config), _is_llava(teacher)
-    config_cls, model_cls = _student_classes(family, llava)
-    config = student_config(teacher.config, config_cls, mamba_layers, carry_bias)
+    model_cls = student_class or _student_class(model_family(teacher.config))
+    config = student_config(teacher.config, model_cls.config_class, mamba_layers, carry_bias)
     student = model_cls(config)
-    if llava:  # the tower may be delay-loaded in a fresh model: take the teacher's, loaded, as it is
-        tower = teacher.get_model().get_vision_tower()
-        if tower is not None:
-            student.get_model().vision_tower = copy.deepcopy(tower)
+    for path, module in (adopt or {}).items():
+        parent, _, name = path.rpartition(".")
+        setattr(student.get_submodule(parent), name, copy.deepcopy(module))
     _load_kept_weights(student, teacher, config.mamba_layers)
-    teacher_layers, student_layers = _decoder_layers(teacher), _decoder_layers(student)
+    teacher_layers, student_layers = decoder_layers(teacher), decoder_layers(student)
     for i in config.mamba_layers:
         mixer = student_layers[i].mamba
         if init_from_attention:
@@ -233,4 +211,5 @@ def _load_kept_weights(student: nn.Module, teacher: nn.Module, mamba_layers: Seq
     missing = [k for k in missing if not k.endswith("rotary_emb.inv_freq")]
     if missing or unexpected:
         raise ValueError(f"build_student: teacher and student weights disagree beyond the replaced layers: "
-                         f"missing {missing[:8]}, unexpected {unexpected[:8]}")
+                         f"missing {missing[:8]}, unexpected {unexpected[:8]} (the student of a LLaVA teacher "
+                         "is built by llava_hybrid.host.hybrid_models.build_llava_student)")

@@ -39,6 +39,17 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def left_align(rows: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's padding to the left, keeping token order (the decode loop's layout).
+
+    rows: (B, L) ids or (B, L, D) embeddings; attention_mask (B, L), 1 = token. Left-padded rows are
+    returned as they are; right-padded ones (LLaVA pads on the right) are rotated.
+    """
+    order = torch.argsort(attention_mask.long(), dim=1, stable=True)  # (B, L): padding (0) first, then tokens
+    index = order if rows.dim() == 2 else order[..., None].expand_as(rows)
+    return torch.gather(rows, 1, index), torch.gather(attention_mask, 1, order)
+
+
 class Rotary(nn.Module):
     """Rotary position embedding on the first `rotary_dim` channels of each head (partial for Phi).
 

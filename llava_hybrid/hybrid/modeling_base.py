@@ -18,7 +18,7 @@ from llava_hybrid.mamba2.mixer import Mamba2Mixer
 
 from .cache import HybridCache
 from .configuration import check_hybrid_config, head_dim_of
-from .layers import RMSNorm
+from .layers import RMSNorm, left_align
 
 IGNORE_INDEX = -100
 _TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
@@ -271,8 +271,18 @@ class HybridCausalLMBase(HybridPreTrainedModel):
 
         Accepts input_ids (positional `inputs` or `input_ids=`) or inputs_embeds, attention_mask,
         do_sample, temperature, top_p, num_beams, max_new_tokens, eos_token_id, pad_token_id, use_cache,
-        generator. See llava_hybrid.hybrid.generation.generate_from_kwargs.
+        generator. See llava_hybrid.hybrid.generation.generate_from_kwargs. Empty ids (B, 0) beside
+        inputs_embeds mean "the prompt is the embeddings" (transformers' convention, which the LLaVA
+        classes use); right-padded rows are left-aligned first (`layers.left_align`).
         """
         from .generation import generate_from_kwargs
 
-        return generate_from_kwargs(self, inputs, **kwargs)
+        inputs = kwargs.pop("input_ids", inputs)
+        embeds, mask = kwargs.pop("inputs_embeds", None), kwargs.pop("attention_mask", None)
+        if embeds is not None and inputs is not None and inputs.shape[-1] == 0:
+            inputs = None  # (B, 0) ids: the prompt is the embeddings
+        if mask is not None and embeds is not None:
+            embeds, mask = left_align(embeds, mask)  # (B, L, D), (B, L)
+        elif mask is not None and inputs is not None:
+            inputs, mask = left_align(inputs, mask)  # (B, L), (B, L)
+        return generate_from_kwargs(self, inputs, inputs_embeds=embeds, attention_mask=mask, **kwargs)

@@ -1,0 +1,107 @@
+"""The package's layout contracts: the model core knows nothing of LLaVA, imports do no work, no import circles.
+
+Read from the source (every module's import statements) and checked in fresh interpreters with the
+startup hook off, so what a test file imported before cannot hide a violation.
+"""
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import llava_hybrid
+
+PACKAGE_DIR = Path(llava_hybrid.__file__).parent
+CORE = ("llava_hybrid.hybrid", "llava_hybrid.mamba2")  # plain PyTorch + transformers
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules() -> dict:
+    """Module name -> source path, for every .py file of the installed package."""
+    return {_module_name(p): p for p in sorted(PACKAGE_DIR.rglob("*.py"))}
+
+
+def _imports(path: Path, module: str, modules: dict, module_level_only: bool):
+    """Names of modules `module` imports: at module level (incl. class bodies, if/try), or anywhere."""
+    is_package = path.name == "__init__.py"
+    package = module if is_package else module.rpartition(".")[0]
+    out = set()
+
+    def resolve(node: ast.ImportFrom) -> str:
+        if not node.level:
+            return node.module or ""
+        base = package.split(".")
+        base = base[: len(base) - (node.level - 1)]
+        return ".".join(base + ([node.module] if node.module else []))
+
+    def visit(node, top: bool):
+        for child in ast.iter_child_nodes(node):
+            inside_function = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if inside_function and module_level_only:
+                continue
+            if isinstance(child, ast.Import):
+                out.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                source = resolve(child)
+                for alias in child.names:
+                    sub = f"{source}.{alias.name}"
+                    out.add(sub if sub in modules else source)
+            visit(child, top and not inside_function)
+
+    visit(ast.parse(path.read_text()), True)
+    return out
+
+
+def import_graph(module_level_only: bool = True) -> dict:
+    modules = package_modules()
+    return {name: _imports(path, name, modules, module_level_only) for name, path in modules.items()}
+
+
+def _fresh(code: str):
+    env = dict(os.environ, LLAVA_HYBRID_DISABLE="1")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_no_import_circle_among_the_package_modules():
+    graph = import_graph()
+    inner = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    # a module's import of its own package's __init__ (running while that package loads) is no circle
+    inner = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in inner.items()}
+    circles, state = [], {}
+
+    def walk(node, stack):
+        state[node] = "open"
+        for dep in sorted(inner[node]):
+            if state.get(dep) == "open":
+                circles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                walk(dep, stack + [dep])
+        state[node] = "done"
+
+    for name in sorted(inner):
+        if name not in state:
+            walk(name, [name])
+    assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)
+
+
+def test_hybrid_and_mamba2_load_no_llava_module_even_when_building_a_student():
+    proc = _fresh("""
+        import sys
+        import llava_hybrid.hybrid, llava_hybrid.mamba2
+        from transformers import PhiConfig, PhiForCausalLM
+        from llava_hybrid.hybrid.init import build_student
+
+        teacher = PhiForCausalLM(PhiConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4, max_position_embeddings=32))
+        student = build_student(teacher, [1])
+        print(type(student).__name__, sorted(m for m in sys.modules if m == "llava" or m.startswith("llava.")))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[0] == "HybridPhiForCausalLM"
+    assert proc.stdout.strip().endswith("[]"), proc.stdout
