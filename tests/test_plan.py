@@ -24,6 +24,24 @@ def test_even_spacing_rounds_when_not_a_divisor():
     assert plan_mamba_layers(3, ratio=1 / 3) == [0]
 
 
+def test_a_ratio_that_does_not_divide_the_layers_takes_the_nearest_count_and_prints_the_plan(capsys):
+    # SmolLM2: 30 layers; 0.25 -> 7.5 -> 8, 0.125 -> 3.75 -> 4, 0.5 -> exactly 15 (nothing printed)
+    assert plan_mamba_layers(30, ratio=0.25) == [0, 4, 8, 11, 15, 19, 22, 26]
+    printed = capsys.readouterr().out
+    assert "7.5" in printed and "8 Mamba layers" in printed and "M***M***M**M***M***M**M***M***" in printed
+    assert plan_mamba_layers(30, ratio=0.125) == [0, 8, 15, 22]
+    assert "3.75" in capsys.readouterr().out
+    assert plan_mamba_layers(30, ratio=0.5) == list(range(0, 30, 2))
+    assert capsys.readouterr().out == ""
+    assert plan_mamba_layers(32, ratio=0.3) == [0, 3, 6, 10, 13, 16, 19, 22, 26, 29]  # 9.6 -> 10
+    assert plan_mamba_layers(32, ratio=0.01) == [0]  # never fewer than one layer
+    assert len(plan_mamba_layers(30, ratio=0.25, positions="begin")) == 8
+    # an explicit list stays exact; a ratio beside it must round to its length
+    assert plan_mamba_layers(30, ratio=0.25, layers=list(range(8))) == list(range(8))
+    with pytest.raises(ValueError, match="disagrees"):
+        plan_mamba_layers(30, ratio=0.25, layers="0,4,8,12,16,20,24")
+
+
 def test_positions_begin_middle_end():
     assert plan_mamba_layers(32, ratio=0.125, positions="begin") == [0, 1, 2, 3]
     assert plan_mamba_layers(32, ratio=0.125, positions="middle") == [14, 15, 16, 17]
@@ -53,7 +71,6 @@ def test_pattern_string():
         (dict(ratio=0.0), "--mm_hybrid_ratio"),
         (dict(ratio=-0.5), "--mm_hybrid_ratio"),
         (dict(ratio=1.5), "--mm_hybrid_ratio"),
-        (dict(ratio=0.3), "--mm_hybrid_ratio"),  # 9.6 layers
         (dict(layers="0,32"), "--mm_hybrid_layers"),
         (dict(layers=[-1]), "--mm_hybrid_layers"),
         (dict(layers="0,4,4"), "--mm_hybrid_layers"),

@@ -5,11 +5,15 @@ W = round(warmup_fraction * S) and K = round(decay_fraction * S) (each at least 
 
     s <  W              : (s + 1) / W                       linear warmup (first step already > 0)
     W <= s < S - K      : 1                                 stable
-    S - K <= s < S      : p = (s - (S - K) + 1) / K         decay, ending at exactly 0 on the last step
+    S - K <= s < S      : p = (s - (S - K) + 1) / (K + 1)   decay: p runs 1/(K+1) .. K/(K+1)
                           linear: 1 - p;  cosine: 0.5 * (1 + cos(pi * p))
+    s >= S              : 0                                 the floor, reached only after the last step
+
+Every one of the S steps trains (the last at 1/(K+1) of the base rate for the linear shape); the
+multiplier would reach 0 at step S, which never runs.
 
 The paper does not name the decay shape; "linear" is the default (the common WSD choice), "cosine"
-is available. Both reach 0 at the last step.
+is available.
 """
 from __future__ import annotations
 
@@ -36,18 +40,20 @@ def wsd_lambda(total_steps: int, warmup_fraction: float = 0.1, decay_fraction: f
                          f"{warmup_fraction} + {decay_fraction}")
     if decay not in DECAY_SHAPES:
         raise ValueError(f"--wsd_decay_shape must be one of {DECAY_SHAPES}, got {decay!r}")
-    # a non-zero fraction is at least one step, so short runs still warm up and end at 0
+    # a non-zero fraction is at least one step, so short runs still warm up and decay
     warmup = max(1, int(round(warmup_fraction * total_steps))) if warmup_fraction > 0 else 0
     decay_steps = max(1, int(round(decay_fraction * total_steps))) if decay_fraction > 0 else 0
     decay_steps = min(decay_steps, total_steps - warmup) if warmup < total_steps else 0
     decay_start = total_steps - decay_steps
 
     def factor(step: int) -> float:
+        if decay_steps and step >= total_steps:
+            return 0.0
         if step < warmup:
             return (step + 1) / warmup
         if step < decay_start or decay_steps == 0:
             return 1.0
-        p = min(1.0, (step - decay_start + 1) / decay_steps)
+        p = (step - decay_start + 1) / (decay_steps + 1)  # < 1 on every step that runs
         if decay == "linear":
             return 1.0 - p
         return 0.5 * (1.0 + math.cos(math.pi * p))

@@ -7,6 +7,7 @@ attention (Megatron's symbols), e.g. 8 layers with [0, 4] -> "M***M***".
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 POSITIONS = ("even", "begin", "middle", "end")
@@ -50,16 +51,21 @@ def _check_layers(layers: list[int], num_layers: int) -> list[int]:
 
 
 def _count_from_ratio(num_layers: int, ratio: float) -> int:
-    """k = ratio * num_layers, which must be a whole number in 1..num_layers."""
+    """k = ratio * num_layers rounded to the nearest whole number (halves up), at least 1.
+
+    SmolLM2's 30 layers at 0.25 give 7.5 -> 8 Mamba layers, at 0.125 3.75 -> 4.
+    """
     if not 0 < ratio <= 1:
         raise ValueError(f"--mm_hybrid_ratio must be in (0, 1], got {ratio}")
     k = ratio * num_layers
-    if abs(k - round(k)) > 1e-6:  # tolerance so that 1/3 of 3 layers counts as 1
-        raise ValueError(
-            f"--mm_hybrid_ratio {ratio} x {num_layers} layers = {k:g} is not a whole number of layers; "
-            f"choose a ratio that is a multiple of 1/{num_layers} or pass --mm_hybrid_layers"
-        )
-    return int(round(k))
+    return max(1, int(math.floor(k + 0.5 + 1e-9)))  # tolerance: 1/3 of 3 layers counts as exactly 1
+
+
+def _ratio_note(num_layers: int, ratio: float, plan: Sequence[int]) -> str:
+    """The one line printed when a ratio does not give a whole number of layers."""
+    return (f"layer plan: --mm_hybrid_ratio {ratio} x {num_layers} layers = {ratio * num_layers:g} is not a whole "
+            f"number; using the nearest, {len(plan)} Mamba layers ({len(plan) / num_layers:.1%}): {list(plan)} "
+            f"{layer_pattern(num_layers, plan)} (pass --mm_hybrid_layers for an exact list)")
 
 
 def plan_mamba_layers(
@@ -72,8 +78,9 @@ def plan_mamba_layers(
 
     Args:
         num_layers: number of decoder layers (Phi-2: 32).
-        ratio: `--mm_hybrid_ratio`, the fraction of layers made Mamba, in (0, 1]; ratio * num_layers must
-            be a whole number k.
+        ratio: `--mm_hybrid_ratio`, the fraction of layers made Mamba, in (0, 1]; k = ratio * num_layers,
+            rounded to the nearest whole number (halves up, at least 1) when it is not one, and the plan
+            is then printed (stdout), so the rounding is never silent.
         positions: `--mm_hybrid_positions`, where the k layers go:
             "even"   -> indices round(i * num_layers / k) for i < k (always includes layer 0);
             "begin"  -> the first k layers; "end" -> the last k; "middle" -> k consecutive layers centred
@@ -82,11 +89,12 @@ def plan_mamba_layers(
             ratio/positions; giving a ratio that disagrees with its length is an error.
 
     Examples for 32 layers: ratio 0.25 -> [0, 4, ..., 28]; 0.5 -> [0, 2, ..., 30]; 0.125 -> [0, 8, 16, 24].
+    For 30 layers (SmolLM2): 0.25 -> 7.5 -> 8 layers [0, 4, 8, 11, 15, 19, 22, 26]; 0.125 -> 4 layers.
     The official MaTVLM 12.5 % model used [0, 6, 12, 18] (not evenly spaced over 32 layers):
     `--mm_hybrid_layers 0,6,12,18` reproduces it.
 
     Raises:
-        ValueError naming the flag: ratio outside (0, 1] or not giving a whole number of layers, explicit
+        ValueError naming the flag: ratio outside (0, 1], explicit
         indices out of range or repeated, ratio and explicit list disagreeing, unknown positions.
     """
     if num_layers <= 0:
@@ -116,7 +124,10 @@ def plan_mamba_layers(
         start = (num_layers - k) // 2
         plan = list(range(start, start + k))
     assert len(set(plan)) == k and all(0 <= i < num_layers for i in plan), plan
-    return sorted(plan)
+    plan = sorted(plan)
+    if abs(ratio * num_layers - k) > 1e-6:
+        print(_ratio_note(num_layers, ratio, plan), flush=True)
+    return plan
 
 
 def layer_pattern(num_layers: int, mamba_layers: Sequence[int]) -> str:
