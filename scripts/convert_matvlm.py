@@ -14,7 +14,7 @@ def main(argv=None) -> str:
                                                      "mamba_config.json, *.safetensors, tokenizer files)")
     parser.add_argument("--dst", required=True, help="output directory (llava_hybrid_phi checkpoint)")
     args = parser.parse_args(argv)
-    from llava_hybrid.hybrid.convert import convert_matvlm_checkpoint
+    from llava_hybrid.convert.matvlm import convert_matvlm_checkpoint
 
     out = convert_matvlm_checkpoint(args.src, args.dst)
     print(f"wrote {out}")

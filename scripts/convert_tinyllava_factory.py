@@ -12,7 +12,7 @@ def main(argv=None) -> str:
     parser.add_argument("--src", required=True, help="local TinyLLaVA_Factory checkpoint directory")
     parser.add_argument("--dst", required=True, help="output directory (llava_phi checkpoint)")
     args = parser.parse_args(argv)
-    from llava_hybrid.host.checkpoints import convert_factory_checkpoint
+    from llava_hybrid.convert.factory import convert_factory_checkpoint
     out = convert_factory_checkpoint(args.src, args.dst)
     print(f"wrote {out}")
     return out

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import llava_hybrid.host as host
 from llava_hybrid.host import builder
-from llava_hybrid.host.checkpoints import convert_factory_checkpoint
+from llava_hybrid.convert.factory import convert_factory_checkpoint
 from llava_hybrid.host.phi import LlavaPhiForCausalLM
 from llava_hybrid.host.tiny import build_tiny_llava_phi
 
@@ -61,10 +61,11 @@ def test_load_and_generate_through_patched_llava_builder(checkpoints, layout, to
 
 def test_missing_checkpoint_errors(tmp_path):
     import llava.model.builder as llava_builder
-    with pytest.raises(FileNotFoundError, match="--model-path") as err:
+    from llava_hybrid.checkpoint_files import CheckpointError
+    with pytest.raises(CheckpointError, match="--model-path") as err:
         llava_builder.load_pretrained_model(str(tmp_path / "nope"), None, "x", device="cpu")
     assert "nope" in str(err.value)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(CheckpointError, match="config.json"):
         llava_builder.load_pretrained_model(str(tmp_path), None, "x", device="cpu")
 
 

@@ -8,8 +8,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import llava_hybrid.host as host
-from llava_hybrid.host.checkpoints import (FACTORY_KEY_MAP, TINYLLAVA_ENV, convert_factory_checkpoint,
-                                           map_factory_key, resolve_model_path)
+from llava_hybrid.convert.common import FACTORY_PREFIXES, factory_key, map_factory_key
+from llava_hybrid.convert.factory import convert_factory_checkpoint
+from llava_hybrid.host.aliases import TINYLLAVA_ENV, resolve_model_path
+from llava_hybrid.host.saving import hub_tower_names
 from llava_hybrid.host.tiny import build_tiny_llava_phi
 
 
@@ -39,6 +41,7 @@ def test_convert_keeps_every_tensor(factory, tmp_path):
     lm = load_file(os.path.join(dst, "model.safetensors"))
     tower = load_file(os.path.join(dst, "vision_tower", "model.safetensors"))
     assert len(lm) + len(tower) == len(src)
+    tower = hub_tower_names(tower)
     for key, value in src.items():
         ours = map_factory_key(key)
         if ours.startswith("model.vision_tower.vision_tower."):
@@ -54,15 +57,21 @@ def test_convert_keeps_every_tensor(factory, tmp_path):
     assert os.path.isfile(os.path.join(dst, "vision_tower", "preprocessor_config.json"))
 
 
-def test_key_map_is_data():
+def test_key_map_is_data_and_its_inverse_is_derived():
     assert map_factory_key("language_model.model.layers.0.self_attn.q_proj.weight") == \
         "model.layers.0.self_attn.q_proj.weight"
     assert map_factory_key("language_model.lm_head.bias") == "lm_head.bias"
     assert map_factory_key("connector._connector.2.weight") == "model.mm_projector.2.weight"
     assert map_factory_key("vision_tower._vision_tower.vision_model.post_layernorm.weight") == \
         "model.vision_tower.vision_tower.vision_model.post_layernorm.weight"
-    assert map_factory_key("connector._connector.1.weight") is None  # GELU has no weights
-    assert len(FACTORY_KEY_MAP) == 4
+    # a tower re-saved by transformers 5 (no vision_model. level) lands on the same names
+    assert map_factory_key("vision_tower._vision_tower.post_layernorm.weight") == \
+        "model.vision_tower.vision_tower.vision_model.post_layernorm.weight"
+    assert map_factory_key("resampler.query") is None
+    assert len(FACTORY_PREFIXES) == 4
+    for key in ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight",
+                "connector._connector.0.bias", "vision_tower._vision_tower.vision_model.head.probe"):
+        assert factory_key(map_factory_key(key)) == key
 
 
 def test_unexpected_and_misshapen_keys(factory, tmp_path):
@@ -107,10 +116,10 @@ def test_resolve_model_path(tmp_path, monkeypatch):
 def test_save_with_vision_tower_round_trip(factory, tmp_path):
     """A loaded model saved elsewhere carries its tower and loads again with equal outputs."""
     import llava.model.builder as llava_builder
-    from llava_hybrid.host.checkpoints import save_with_vision_tower
+    from llava_hybrid.host.saving import save_llava_checkpoint
     src = convert_factory_checkpoint(factory, str(tmp_path / "converted"))
     tokenizer, model, _, _ = llava_builder.load_pretrained_model(src, None, "x", device="cpu")
-    out = save_with_vision_tower(model, str(tmp_path / "elsewhere"), tokenizer)
+    out = save_llava_checkpoint(model, str(tmp_path / "elsewhere"), tokenizer)
     assert not any(k.startswith("model.vision_tower") for k in load_file(os.path.join(out, "model.safetensors")))
     _, again, _, _ = llava_builder.load_pretrained_model(out, None, "x", device="cpu")
     ids, images = torch.tensor([[5, -200, 6, 7]]), torch.randn(1, 3, 64, 64)
@@ -124,7 +133,7 @@ def test_tokenizer_json_made_portable_keeps_the_encoding(tmp_path):
 
     import transformers
 
-    from llava_hybrid.host.checkpoints import make_tokenizer_json_portable
+    from llava_hybrid.host.saving import make_tokenizer_json_portable
     from llava_hybrid.host.tiny import write_phi2_style_tokenizer
 
     write_phi2_style_tokenizer(str(tmp_path))

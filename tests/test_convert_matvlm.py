@@ -17,23 +17,16 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import llava_hybrid
-from llava_hybrid.host.checkpoints import convert_factory_checkpoint
-from llava_hybrid.host.tiny import OURS_TO_FACTORY_PREFIXES, build_tiny_llava_phi
-from llava_hybrid.hybrid.convert import convert_matvlm_checkpoint
+from llava_hybrid.convert.factory import convert_factory_checkpoint
+from llava_hybrid.convert.matvlm import convert_matvlm_checkpoint
 from llava_hybrid.host.hybrid_models import LlavaHybridPhiForCausalLM, build_llava_student
+from llava_hybrid.host.tiny import build_tiny_llava_phi, factory_state_dict
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
 import convert_matvlm  # noqa: E402
 
 MAMBA_LAYERS, ATTN_LAYERS = [0, 2], [1, 3]
 PROMPT = torch.tensor([[1000, 2000, -200, 318, 257, 3797, 30]])  # -200: the image placeholder
-
-
-def to_release_key(key: str) -> str:
-    for ours, factory in OURS_TO_FACTORY_PREFIXES:
-        if key.startswith(ours):
-            return factory + key[len(ours):]
-    raise AssertionError(key)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +44,7 @@ def release(tmp_path_factory):
     # the release = the Factory checkpoint's files with the student's weights under Factory names
     src = root / "release"
     shutil.copytree(factory, src)
-    state = {to_release_key(k): v.contiguous() for k, v in student.state_dict().items()}
+    state = factory_state_dict(student.state_dict())
     assert "language_model.model.layers.0.mamba.in_proj.weight" in state
     assert "language_model.model.layers.2.mamba.A_log" in state
     assert "connector._connector.2.weight" in state and "language_model.lm_head.bias" in state
@@ -132,11 +125,10 @@ def test_source_that_is_not_a_factory_checkpoint(tmp_path):
     """Both converters read the source config.json through one checked reader."""
     import json
 
-    from llava_hybrid.host.checkpoints import convert_factory_checkpoint
-    from llava_hybrid.hybrid.convert import convert_matvlm_checkpoint
+    from llava_hybrid.checkpoint_files import CheckpointError
 
     for convert in (convert_matvlm_checkpoint, convert_factory_checkpoint):
-        with pytest.raises(FileNotFoundError, match="--src .*no config.json"):
+        with pytest.raises(CheckpointError, match="--src .*no such directory"):
             convert(str(tmp_path / "missing"), str(tmp_path / "out"))
     (tmp_path / "llava").mkdir()
     (tmp_path / "llava" / "config.json").write_text(json.dumps({"model_type": "llava_phi"}))

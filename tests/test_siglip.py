@@ -98,7 +98,7 @@ def test_tower_is_saved_with_hub_weight_names(tower_dir, tmp_path):
     from safetensors import safe_open
     from transformers import SiglipVisionModel
 
-    from llava_hybrid.host.checkpoints import save_siglip_model
+    from llava_hybrid.host.saving import save_siglip_model
 
     with safe_open(os.path.join(tower_dir, "model.safetensors"), "pt") as f:
         assert all(k.startswith("vision_model.") for k in f.keys())

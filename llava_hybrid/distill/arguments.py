@@ -9,7 +9,6 @@ flag or file.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -102,7 +101,7 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[ModelArguments, DataAr
 
 def resolve_model_path(path: str, flag: str) -> str:
     """A local directory, or the `tinyllava` alias through the host room's resolver (ValueError naming flag)."""
-    from llava_hybrid.host.checkpoints import resolve_model_path as resolve
+    from llava_hybrid.host.aliases import resolve_model_path as resolve
 
     if not path:
         raise ValueError(f"{flag} is required")
@@ -110,13 +109,13 @@ def resolve_model_path(path: str, flag: str) -> str:
 
 
 def _read_config(path: str, flag: str) -> dict:
-    cfg = os.path.join(path, "config.json")
-    if not os.path.isdir(path):
-        raise ValueError(f"{flag} {path!r}: no such directory")
-    if not os.path.isfile(cfg):
-        raise ValueError(f"{flag} {path!r}: no config.json in it")
-    with open(cfg) as f:
-        return json.load(f)
+    """config.json through the one checked reader; a checkpoint that needs remote code is refused."""
+    from llava_hybrid.checkpoint_files import read_config, refuse_remote_code
+    from llava_hybrid.host.builder import known_model_types
+
+    config = read_config(path, flag)
+    refuse_remote_code(config, path, flag, known_model_types=known_model_types())
+    return config
 
 
 def _check_data(data_args: DataArguments) -> None:
@@ -126,8 +125,8 @@ def _check_data(data_args: DataArguments) -> None:
 
 def _check_tokenizers(model_path: str, teacher_path: str) -> None:
     """Student (from --model_name_or_path) and teacher must share one vocabulary and special ids."""
-    tok_s = transformers.AutoTokenizer.from_pretrained(model_path)
-    tok_t = transformers.AutoTokenizer.from_pretrained(teacher_path)
+    tok_s = transformers.AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
+    tok_t = transformers.AutoTokenizer.from_pretrained(teacher_path, trust_remote_code=False)
     same = tok_s.get_vocab() == tok_t.get_vocab() and all(
         getattr(tok_s, a) == getattr(tok_t, a) for a in ("eos_token_id", "bos_token_id", "pad_token_id"))
     if not same:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence
 
@@ -29,10 +28,10 @@ from llava_hybrid.distill.arguments import TRAINABLE_PARTS, DistillPlan, parse_a
 from llava_hybrid.distill.losses import (DistillLosses, ce_loss, coverage_mask, layer_distill_loss,
                                          prob_distill_loss, total_loss)
 from llava_hybrid.distill.schedule import wsd_scheduler
-from llava_hybrid.host.checkpoints import make_tokenizer_json_portable
+from llava_hybrid.checkpoint_files import last_complete_checkpoint
+from llava_hybrid.host.saving import AtomicCheckpointMixin, remove_unfinished_saves, save_final_model
 
 logger = logging.getLogger(__name__)
-TMP_PREFIX = ".tmp-"  # checkpoints are written to <output_dir>/.tmp-checkpoint-N, then renamed
 NO_DECAY_NAMES = ("dt_bias", "A_log", ".D", "norm", "bias")  # section 4.1: no weight decay on these
 
 
@@ -139,10 +138,10 @@ def _get_llava_trainer():
 def make_trainer_class():
     """DistillTrainer(LLaVATrainer), built after activation so LLaVA's trainer imports cleanly."""
     import transformers
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    class DistillTrainer(_get_llava_trainer()):
-        """LLaVATrainer whose loss is Eq. 11 against a frozen teacher held outside the engine."""
+    class DistillTrainer(AtomicCheckpointMixin, _get_llava_trainer()):
+        """LLaVATrainer whose loss is Eq. 11 against a frozen teacher held outside the engine; its
+        checkpoint-N directories appear only when whole (AtomicCheckpointMixin)."""
 
         def __init__(self, *args, teacher: nn.Module, mamba_layers: Sequence[int], **kwargs):
             super().__init__(*args, **kwargs)
@@ -188,38 +187,8 @@ def make_trainer_class():
                 self._created_lr_scheduler = True
             return self.lr_scheduler
 
-        def _get_output_dir(self, trial) -> str:
-            return getattr(self, "_tmp_run_dir", None) or super()._get_output_dir(trial)
-
-        def _save_checkpoint(self, model, trial, *args, **kwargs) -> None:
-            """Write checkpoint-N into <output_dir>/.tmp-checkpoint-N (all ranks), then rename it."""
-            run_dir = super()._get_output_dir(trial)
-            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            tmp_root = os.path.join(run_dir, TMP_PREFIX + name)
-            self._tmp_run_dir = tmp_root
-            try:
-                transformers.Trainer._save_checkpoint(self, model, trial)
-            finally:
-                self._tmp_run_dir = None
-            self.accelerator.wait_for_everyone()
-            if self.args.should_save:
-                final = os.path.join(run_dir, name)
-                make_tokenizer_json_portable(os.path.join(tmp_root, name))  # both transformers lanes read it
-                if os.path.isdir(final):
-                    shutil.rmtree(final)
-                os.replace(os.path.join(tmp_root, name), final)
-                shutil.rmtree(tmp_root, ignore_errors=True)
-                self._rotate(run_dir)
-            self.accelerator.wait_for_everyone()
-
-        def _rotate(self, run_dir: str) -> None:
-            """Apply --save_total_limit to run_dir (the Trainer's helper moved in transformers 5)."""
-            if hasattr(self, "_rotate_checkpoints"):  # transformers 4.x
-                self._rotate_checkpoints(use_mtime=False, output_dir=run_dir)
-                return
-            from transformers.trainer_utils import rotate_checkpoints
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        def _write_checkpoint(self, model, trial) -> None:
+            transformers.Trainer._save_checkpoint(self, model, trial)  # LLaVA's adds nothing for a student
 
     return DistillTrainer
 
@@ -266,12 +235,6 @@ def build_distill_student(teacher: nn.Module, plan: DistillPlan, model_args) -> 
     return student.train()
 
 
-def last_checkpoint(output_dir: str) -> Optional[str]:
-    """The newest complete checkpoint-N in output_dir (temp dirs of a killed save are ignored)."""
-    from transformers.trainer_utils import get_last_checkpoint
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-
-
 def main(argv: Optional[List[str]] = None):
     """Entry point of scripts/distill_hybrid.py (plain python or the deepspeed launcher)."""
     model_args, data_args, training_args = parse_args(argv)
@@ -313,17 +276,13 @@ def main(argv: Optional[List[str]] = None):
 
     trainer = make_trainer_class()(model=student, tokenizer=tokenizer, args=training_args,
                                    teacher=teacher, mamba_layers=plan.mamba_layers, **data_module)
-    if training_args.should_save and os.path.isdir(training_args.output_dir):
-        for stale in os.listdir(training_args.output_dir):  # half-written saves of a killed run
-            if stale.startswith(TMP_PREFIX):
-                shutil.rmtree(os.path.join(training_args.output_dir, stale), ignore_errors=True)
-    resume = last_checkpoint(training_args.output_dir)
-    if resume and training_args.should_log:
-        print(f"distill: resuming from {resume}", flush=True)
+    if training_args.should_save:
+        remove_unfinished_saves(training_args.output_dir)  # .tmp-* of a save killed half-way
+    say = (lambda msg: print(f"distill: {msg}", flush=True)) if training_args.should_log else (lambda msg: None)
+    resume = last_complete_checkpoint(training_args.output_dir, log=say)
+    if resume:
+        say(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
-    student.config.use_cache = True
-    trainer.save_model(training_args.output_dir)
-    if training_args.should_save:
-        make_tokenizer_json_portable(training_args.output_dir)
+    save_final_model(trainer, student, tokenizer, training_args.output_dir)  # atomic, lane-portable
     return trainer

@@ -143,7 +143,7 @@ def pretrain_tower(tower_dir: str, cfg: TowerPretrainConfig = TowerPretrainConfi
 
     from transformers import SiglipVisionModel
 
-    from llava_hybrid.host.checkpoints import save_siglip_model
+    from llava_hybrid.host.saving import save_siglip_model
 
     if cfg.steps <= 0:
         raise ValueError(f"--tower-steps must be > 0, got {cfg.steps}")

@@ -7,11 +7,14 @@ and adds `<im_patch>` unless told otherwise. Here a checkpoint whose `model_type
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
+
+from llava_hybrid.checkpoint_files import read_config, refuse_remote_code, weight_files
+
+from .saving import TOWER_SUBDIR
 
 # config.json model_type -> model class with `from_pretrained` and LLaVA's meta interface
 MODEL_CLASSES: Dict[str, type] = {}
@@ -40,15 +43,15 @@ def register_loader(model_type: str, fn: Callable) -> None:
 
 
 def read_model_type(model_path: str, flag: str = "--model-path") -> str:
-    """`model_type` from `<model_path>/config.json`; FileNotFoundError naming the path and the flag."""
-    if not os.path.isdir(model_path):
-        raise FileNotFoundError(f"{flag} {model_path!r}: no such directory (models are loaded from local "
-                                "directories only; no model hub is reachable here)")
-    config_file = os.path.join(model_path, "config.json")
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"{flag} {model_path!r}: no config.json in that directory ({config_file})")
-    with open(config_file) as f:
-        return json.load(f).get("model_type", "")
+    """`model_type` from `<model_path>/config.json` (the one reader: CheckpointError naming path and flag)."""
+    return read_config(model_path, flag).get("model_type", "")
+
+
+def known_model_types() -> set:
+    """model_types that load without the checkpoint's own code: ours (registered) and transformers'."""
+    from transformers import CONFIG_MAPPING
+
+    return set(MODEL_CLASSES) | set(CONFIG_MAPPING.keys())
 
 
 def _dtype_kwarg() -> str:
@@ -94,7 +97,11 @@ def load_registered_model(model_path: str, cls: type, device: str = "cuda", devi
         kwargs["attn_implementation"] = "flash_attention_2"
     kwargs.pop("low_cpu_mem_usage", None)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    weight_files(model_path, "--model-path")  # a missing or truncated weight file, named, before loading
+    tower_dir = os.path.join(model_path, TOWER_SUBDIR)
+    if os.path.isdir(tower_dir):
+        weight_files(tower_dir, "--model-path")
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     model = cls.from_pretrained(model_path, **dtype_kwargs(dtype), **kwargs)
     model.to(target).eval()
 
@@ -132,7 +139,9 @@ def load_pretrained_model(model_path, model_base, model_name, load_8bit=False, l
     Registered model types load through their loader or `load_registered_model` (no `model_base`:
     LoRA / projector-only loading is refused for them); anything else goes to LLaVA's original loader.
     """
-    model_type = read_model_type(str(model_path))
+    config = read_config(str(model_path), "--model-path")
+    model_type = config.get("model_type", "")
+    refuse_remote_code(config, str(model_path), "--model-path", known_model_types=known_model_types())
     if model_base is not None and (model_type in MODEL_LOADERS or model_type in MODEL_CLASSES):
         raise ValueError(f"--model-base {model_base!r} with a {model_type!r} checkpoint ({model_path}): "
                          "LoRA / projector-only loading is not supported for this model type; pass a merged "

@@ -7,7 +7,7 @@ hybrid students), so its methods override the language model's and `super()` rea
                      (LLaVA's `prepare_inputs_labels_for_multimodal`) -> the language model's forward
     generate         prompt ids + images -> embeddings -> the language model's own `generate`
                      (transformers' for the teacher, the project's decode loop for a hybrid student)
-    save_pretrained  a self-contained checkpoint (host.checkpoints.save_llava_checkpoint)
+    save_pretrained  a self-contained checkpoint through the one save path (host.saving.save_llava_checkpoint)
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from typing import List, Optional, Tuple
 import torch
 from llava.model.llava_arch import LlavaMetaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .saving import save_llava_checkpoint
 
 
 class LlavaLMMixin(LlavaMetaForCausalLM):
@@ -103,9 +105,8 @@ class LlavaLMMixin(LlavaMetaForCausalLM):
                                 inputs_embeds=inputs_embeds, **kwargs)
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, state_dict=None, **kwargs):
-        """Weights + config, with the vision tower in `<save_directory>/vision_tower/` (see
-        host.checkpoints.save_llava_checkpoint): the directory loads through load_pretrained_model."""
-        from .checkpoints import save_llava_checkpoint
-
+        """Weights + config, with the vision tower in `<save_directory>/vision_tower/`, written atomically
+        and lane-portable (host.saving.save_llava_checkpoint): the directory loads through
+        load_pretrained_model on either transformers lane."""
         save_llava_checkpoint(self, save_directory, state_dict=state_dict, is_main_process=is_main_process,
                               **kwargs)

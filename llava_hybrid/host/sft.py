@@ -13,13 +13,11 @@ over `llava.train.train.train()`:
 """
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import json
 import logging
 import os
-import pathlib
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
@@ -34,11 +32,12 @@ from llava import conversation as conversation_lib  # noqa: E402
 from llava.train import train as llava_train  # noqa: E402
 from llava.train.llava_trainer import LLaVATrainer  # noqa: E402
 
-from .builder import MODEL_CLASSES, dtype_kwargs, read_model_type  # noqa: E402
-from .checkpoints import make_tokenizer_json_portable, save_vision_tower  # noqa: E402
+from llava_hybrid.checkpoint_files import last_complete_checkpoint, read_config, refuse_remote_code  # noqa: E402
+
+from .builder import MODEL_CLASSES, dtype_kwargs, known_model_types, read_model_type  # noqa: E402
+from .saving import atomic_trainer_class, remove_unfinished_saves, save_final_model  # noqa: E402
 from .conversation import check_conv_mode  # noqa: E402
 from .siglip import resolve_tower_path  # noqa: E402
-from .tiny import TOWER_SUBDIR  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +109,16 @@ def validate_data(data_path: Optional[str], image_folder: Optional[str], show: i
 
 
 def load_tokenizer(model_args: ModelArguments, training_args: TrainingArguments):
-    """The checkpoint's tokenizer, right-padded, with a pad token (Phi-2: pad = eos = unk)."""
+    """The checkpoint's tokenizer, right-padded, with a pad token (Phi-2: pad = eos = unk).
+
+    A checkpoint that only loads with its own (remote) code is refused first, naming the converter."""
+    path = model_args.model_name_or_path
+    if path:
+        refuse_remote_code(read_config(path, "--model_name_or_path"), path, "--model_name_or_path",
+                           known_model_types=known_model_types())
     tokenizer = transformers.AutoTokenizer.from_pretrained(
         model_args.model_name_or_path, model_max_length=training_args.model_max_length,
-        padding_side="right", cache_dir=training_args.cache_dir)
+        padding_side="right", cache_dir=training_args.cache_dir, trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     return tokenizer
@@ -237,32 +242,6 @@ def _check_mm_flags_match(model_args: ModelArguments, config) -> None:
                              f"{have!r}; drop the flag to keep it")
 
 
-def save_checkpoint(trainer, model, tokenizer, output_dir: str, source_dir: Optional[str] = None) -> None:
-    """LLaVA's save, plus the tokenizer and the tower directory, so `output_dir` loads on its own.
-
-    Our LLaVA classes save their tower from `save_pretrained` (host.checkpoints.save_llava_checkpoint).
-    Where that did not run (LLaVA's own classes, --tune_mm_mlp_adapter's projector-only save), a
-    trained tower (--unfreeze_mm_vision_tower) or one the config names relative to the checkpoint is
-    written the same way (save_vision_tower) and the saved config points at it. `source_dir` (the
-    checkpoint trained from) is accepted for callers; the tower is saved from the model itself.
-    """
-    model.config.use_cache = True
-    llava_train.safe_save_model_for_hf_trainer(trainer=trainer, output_dir=output_dir)
-    if not trainer.args.should_save:
-        return
-    tokenizer.save_pretrained(output_dir)
-    make_tokenizer_json_portable(output_dir)  # loadable on both transformers lanes
-    config = model.config
-    tower_name = getattr(config, "mm_vision_tower", None)
-    written = os.path.isfile(os.path.join(output_dir, TOWER_SUBDIR, "config.json"))
-    if tower_name and not written and (getattr(config, "unfreeze_mm_vision_tower", False)
-                                       or not os.path.isabs(tower_name)):
-        save_vision_tower(model.get_vision_tower(), config, output_dir)
-        saved = copy.deepcopy(model.config)
-        saved.mm_vision_tower = TOWER_SUBDIR
-        saved.save_pretrained(output_dir)
-
-
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
     """Run SFT; return the LLaVATrainer (its `state.log_history` holds the logged losses)."""
     llava_train.local_rank = training_args.local_rank
@@ -283,11 +262,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     data_module = llava_train.make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
     # tokenizer= (LLaVA's keyword): native up to 4.x, mapped to processing_class= by the 5.x patch
-    trainer = LLaVATrainer(model=model, args=training_args, tokenizer=tokenizer, **data_module)
-    resume = bool(list(pathlib.Path(training_args.output_dir).glob("checkpoint-*")))
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    # checkpoint-N and the final save are atomic and lane-portable (host/saving.py)
+    trainer = atomic_trainer_class(LLaVATrainer)(model=model, args=training_args, tokenizer=tokenizer,
+                                                 **data_module)
+    if training_args.should_save:
+        remove_unfinished_saves(training_args.output_dir)
+    say = (lambda msg: print(f"sft: {msg}", flush=True)) if training_args.should_log else (lambda msg: None)
+    resume = last_complete_checkpoint(training_args.output_dir, log=say)
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
-    save_checkpoint(trainer, model, tokenizer, training_args.output_dir, model_args.model_name_or_path)
+    save_final_model(trainer, model, tokenizer, training_args.output_dir)
     return trainer
 
 

@@ -12,7 +12,7 @@ easy-VQA recipe exercise the real loading path (no hub, no weights to download).
                       config.json (model_type tinyllava, text_config / vision_config, ...),
                       model.safetensors (language_model.*, vision_tower._vision_tower.*,
                       connector._connector.*), tokenizer files. Convert with
-                      `llava_hybrid.host.checkpoints.convert_factory_checkpoint`.
+                      `llava_hybrid.convert.factory.convert_factory_checkpoint`.
 """
 from __future__ import annotations
 
@@ -25,16 +25,10 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, SiglipVisionConfig, SiglipVisionModel
 
+from .saving import TOWER_PREFIX, TOWER_SUBDIR, hub_tower_names
+
 ASSET_GPT2 = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "gpt2")
-TOWER_SUBDIR = "vision_tower"
 EOT = "<|endoftext|>"
-# ours -> TinyLLaVA_Factory (the inverse of checkpoints.FACTORY_KEY_MAP), as prefix pairs
-OURS_TO_FACTORY_PREFIXES = (
-    ("model.vision_tower.vision_tower.", "vision_tower._vision_tower."),
-    ("model.mm_projector.", "connector._connector."),
-    ("lm_head.", "language_model.lm_head."),
-    ("model.", "language_model.model."),
-)
 
 
 def write_phi2_style_tokenizer(out_dir: str, vocab: str = "gpt2", model_max_length: int = 2048):
@@ -127,9 +121,8 @@ def build_tiny_llava_phi(out_dir: str, *, layout: str = "llava", hidden_size: in
         config.save_pretrained(out_dir)
         save_file(state, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     else:
-        state.update({f"model.vision_tower.vision_tower.{k}": v.contiguous() for k, v in tower.state_dict().items()})
-        save_file({_to_factory_key(k): v for k, v in state.items()},
-                  os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+        state.update({TOWER_PREFIX + k: v.contiguous() for k, v in tower.state_dict().items()})
+        save_file(factory_state_dict(state), os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
         shutil.rmtree(tower_dir)  # the Factory ships its tower inside model.safetensors
         with open(os.path.join(out_dir, "config.json"), "w") as f:
             json.dump(_factory_config(config, tower.config, tokenizer), f, indent=2)
@@ -139,17 +132,21 @@ def build_tiny_llava_phi(out_dir: str, *, layout: str = "llava", hidden_size: in
 def _save_tower(tower: SiglipVisionModel, tower_dir: str) -> None:
     from transformers import SiglipImageProcessor
 
-    from .checkpoints import save_siglip_model
+    from .saving import save_siglip_model
     save_siglip_model(tower, tower_dir)
     size = tower.config.image_size
     SiglipImageProcessor(size={"height": size, "width": size}).save_pretrained(tower_dir)
 
 
-def _to_factory_key(key: str) -> str:
-    for ours, factory in OURS_TO_FACTORY_PREFIXES:
-        if key.startswith(ours):
-            return factory + key[len(ours):]
-    raise AssertionError(f"no Factory name for {key}")
+def factory_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A state dict of one of our LLaVA models (tower included, either lane's names) under the names
+    TinyLLaVA_Factory writes (the inverse of the converters' key map; tower with `vision_model.`)."""
+    from llava_hybrid.convert.common import factory_key
+
+    tower = hub_tower_names({k[len(TOWER_PREFIX):]: v for k, v in state.items() if k.startswith(TOWER_PREFIX)})
+    ours = {k: v for k, v in state.items() if not k.startswith(TOWER_PREFIX)}
+    ours.update({TOWER_PREFIX + k: v for k, v in tower.items()})
+    return {factory_key(k): v.contiguous() for k, v in ours.items()}
 
 
 def _factory_config(config, tower_config: SiglipVisionConfig, tokenizer) -> Dict:

@@ -16,7 +16,6 @@ import torch
 from llava_hybrid.easyvqa import teacher
 from llava_hybrid.easyvqa.data import prepare
 from llava_hybrid.easyvqa.tokenizer import build_easyvqa_tokenizer
-from llava_hybrid.host.checkpoints import make_tokenizer_json_portable
 
 
 def main(argv=None):
@@ -62,7 +61,6 @@ def main(argv=None):
         shutil.rmtree(a.out)
     shutil.copytree(shipped, a.out, ignore=shutil.ignore_patterns(
         "training_args.bin", "checkpoint-*", "optimizer.pt", "scheduler.pt", "rng_state.pth"))
-    make_tokenizer_json_portable(a.out)  # loadable on both transformers lanes
     teacher.write_recipe_card(a.out, cfg, argv, {**extra, "shipped_step": a.ship_step or extra["steps"]})
     print(json.dumps(extra))
 
