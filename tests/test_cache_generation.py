@@ -173,8 +173,8 @@ def test_inputs_embeds_and_hf_kwargs():
     assert torch.equal(by_ids, by_embeds)
     model.config.eos_token_id = int(by_ids[0, 1])  # no eos given: the config's eos stops row 0
     assert model.generate(ids, max_new_tokens=4, pad_token_id=0)[0, 2:].eq(0).all()
-    with pytest.raises(NotImplementedError, match="stopping_criteria"):
-        model.generate(ids, max_new_tokens=2, stopping_criteria=[lambda *a: True])
+    with pytest.raises(NotImplementedError, match="logits_processor"):
+        model.generate(ids, max_new_tokens=2, logits_processor=[lambda ids, scores: scores])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

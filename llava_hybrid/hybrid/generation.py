@@ -2,10 +2,15 @@
 layers run their chunked scan), then one token per step against a pre-allocated HybridCache.
 
 Modes: greedy, sampling (temperature, top_p, a torch.Generator for reproducibility), beam search
-(num_beams, length penalty 1: a finished hypothesis scores sum(log p) / its number of new tokens).
+(num_beams, length penalty 1: a finished hypothesis scores sum(log p) / its number of new tokens) and
+beam sampling (num_beams > 1 with do_sample, transformers' rule: each step's log-probabilities are
+divided by the temperature and cut to the nucleus, added to the running beam sums, and the 2K
+candidates are drawn without replacement from the softmax over all K x V continuations, then sorted).
 Batches may be LEFT padded (attention_mask, 1 = token): positions skip the padding, attention masks it
-and the Mamba mixers zero it, so a padded row generates what it would alone. A row stops at its eos
-and emits pad afterwards. Returns only the new tokens (B, T), T <= max_new_tokens.
+and the Mamba mixers zero it, so a padded row generates what it would alone. A row stops at its eos or
+when a stopping criterion says so (checked after every token, per row) and emits pad afterwards.
+A streamer (transformers' TextStreamer / TextIteratorStreamer protocol: put(prompt), put(token) per
+step, end()) sees the tokens as they are chosen. Returns only the new tokens (B, T), T <= max_new_tokens.
 
 The model must provide `next_token_logits(input_ids=, inputs_embeds=, attention_mask=, position_ids=,
 cache=) -> (B, V)`, `allocate_cache(batch, max_length)` and `get_input_embeddings()` (HybridCausalLMBase).
@@ -23,8 +28,8 @@ from .layers import positions_from_mask
 _IGNORED_KWARGS = {"use_cache", "output_attentions", "output_hidden_states", "return_dict_in_generate",
                    "synced_gpus", "repetition_penalty", "top_k", "length_penalty", "early_stopping",
                    "min_new_tokens", "num_return_sequences", "image_sizes", "modalities"}
-_UNSUPPORTED_KWARGS = {"stopping_criteria", "logits_processor", "prefix_allowed_tokens_fn", "streamer",
-                       "constraints", "force_words_ids", "assistant_model", "max_length"}
+_UNSUPPORTED_KWARGS = {"logits_processor", "prefix_allowed_tokens_fn", "constraints", "force_words_ids",
+                       "assistant_model", "max_length"}
 
 
 @dataclass
@@ -82,48 +87,101 @@ class _Stepper:
             self.embeds = self.embeds[rows]
 
 
-def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, generator) -> torch.Tensor:
-    """Next token per row from logits (B, V): argmax, or a sample after temperature and nucleus (top_p)."""
-    if not do_sample:
-        return logits.argmax(dim=-1)
-    probs = F.softmax(logits / temperature, dim=-1)  # (B, V)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of strictly more likely tokens
-        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the top token always stays
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+@dataclass
+class _Sampling:
+    """How the next token is chosen: argmax, or a draw after temperature and nucleus (top_p)."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    generator: torch.Generator | None = None
+    min_keep: int = 1  # tokens the nucleus always keeps (beam sampling keeps n_eos + 1, as transformers)
+
+    def warp(self, scores: torch.Tensor) -> torch.Tensor:
+        """scores (N, V) / temperature, -inf outside the nucleus (transformers' Temperature + TopP warpers)."""
+        scores = scores / self.temperature
+        if self.top_p >= 1.0:
+            return scores
+        sorted_scores, order = scores.sort(dim=-1)  # ascending
+        remove = sorted_scores.softmax(dim=-1).cumsum(dim=-1) <= 1 - self.top_p  # (N, V)
+        remove[:, -self.min_keep :] = False
+        return scores.masked_fill(remove.scatter(1, order, remove), float("-inf"))
+
+    def pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """Next token per row from logits (B, V) -> (B,)."""
+        if not self.do_sample:
+            return logits.argmax(dim=-1)
+        probs = F.softmax(self.warp(logits), dim=-1)  # (B, V)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
 
 
-def _greedy_or_sample(stepper, max_new_tokens, eos_ids, pad_id, do_sample, temperature, top_p, generator):
+def _criteria_hit(criteria, sequences: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """OR of the stopping criteria on sequences (N, L) -> (N,) bool. A criterion may answer with one bool
+    for all rows (LLaVA's KeywordsStoppingCriteria, transformers < 4.39) or a (N,) tensor."""
+    hit = torch.zeros(sequences.shape[0], dtype=torch.bool, device=sequences.device)
+    for criterion in criteria:
+        answer = criterion(sequences, scores)
+        hit = hit | torch.as_tensor(answer, device=sequences.device).bool().expand(sequences.shape[0])
+    return hit
+
+
+def _greedy_or_sample(stepper, sampling, prompt_ids, max_new_tokens, eos_ids, pad_id, criteria, streamer):
     logits = stepper.prefill()
     b = logits.shape[0]
     done = torch.zeros(b, dtype=torch.bool, device=logits.device)
     out = []
+    if streamer is not None:
+        streamer.put(prompt_ids.cpu())  # the prompt first: skip_prompt streamers drop exactly this
     for t in range(max_new_tokens):
-        token = _pick(logits, do_sample, temperature, top_p, generator)  # (B,)
+        token = sampling.pick(logits)  # (B,)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         out.append(token)
+        if streamer is not None:
+            streamer.put(token.cpu())
         if eos_ids is not None:
             done |= torch.isin(token, eos_ids)
-            if bool(done.all()):
-                break
+        if criteria:
+            done |= _criteria_hit(criteria, torch.cat([prompt_ids, torch.stack(out, dim=1)], dim=1), logits)
+        if bool(done.all()):
+            break
         if t + 1 < max_new_tokens:
             logits = stepper.step(token)
+    if streamer is not None:
+        streamer.end()
     return GenerationOutput(torch.stack(out, dim=1) if out else logits.new_zeros(b, 0, dtype=torch.long))
 
 
-def _beam_search(stepper, batch, num_beams, max_new_tokens, eos_ids, pad_id):
+def _candidates(cand: torch.Tensor, n: int, sampling: _Sampling):
+    """The n best (beam search) or n drawn (beam sampling) of the running sums cand (B, K*V), best first."""
+    if not sampling.do_sample:
+        return cand.topk(n, dim=-1)
+    probs = F.softmax(cand, dim=-1)  # (B, K*V)
+    n = min(n, int((probs > 0).sum(dim=-1).min()))  # a draw without replacement needs n non-zero entries
+    idx = torch.multinomial(probs, n, generator=sampling.generator)  # (B, n), in draw order
+    return cand.gather(-1, idx), idx
+
+
+def _beam_step_scores(logits: torch.Tensor, sampling: _Sampling) -> torch.Tensor:
+    """The per-step beam scores (N, V): log p, warped (temperature, nucleus) when sampling."""
+    logp = F.log_softmax(logits, dim=-1)
+    return sampling.warp(logp) if sampling.do_sample else logp
+
+
+def _beam_search(stepper, sampling, prompt_ids, batch, num_beams, max_new_tokens, eos_ids, pad_id, criteria):
     """Beam search over `batch` prompts, each repeated num_beams times in the stepper (rows b*K + k).
 
-    Alive beams keep the num_beams best running sums of log p; a candidate ending in eos (ranked within
-    the first num_beams) becomes a finished hypothesis scored sum / length. A prompt is done when it has
-    num_beams hypotheses and none of its alive beams can still beat the worst (transformers' rule for
-    length penalty 1: best running sum / current length). At the end alive beams join as hypotheses.
+    Each step takes 2K candidates per prompt (the best, or drawn when sampling, in draw order: what
+    transformers 5's beam search does). Alive beams keep the num_beams best-scoring candidates (running
+    sums of log p, warped when sampling); a candidate ending in eos or meeting a stopping criterion, and at
+    the last step every candidate, becomes a finished hypothesis (scored sum / length) when it is among the
+    first num_beams candidates. A prompt is done when it has num_beams hypotheses and none of its alive
+    beams can still beat the worst (transformers' rule for length penalty 1: best running sum / current
+    length).
     """
     k = num_beams
     eos = set(eos_ids.tolist()) if eos_ids is not None else set()
-    logp = F.log_softmax(stepper.prefill(), dim=-1)  # (B*K, V)
+    n_cand = max(2, 1 + len(eos)) * k
+    logp = _beam_step_scores(stepper.prefill(), sampling)  # (B*K, V)
     vocab, device = logp.shape[-1], logp.device
     running = torch.full((batch, k), float("-inf"), device=device)
     running[:, 0] = 0.0  # all beams start equal: expand only the first one at step 0
@@ -131,26 +189,39 @@ def _beam_search(stepper, batch, num_beams, max_new_tokens, eos_ids, pad_id):
     finished: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(batch)]
     done = [False] * batch
     for t in range(max_new_tokens):
-        # 1. the 2K best continuations of each prompt's beams: (B, K*V) -> (B, 2K)
+        # 1. the n_cand best (or drawn) continuations of each prompt's beams: (B, K*V) -> (B, n_cand)
         cand = (running[:, :, None] + logp.view(batch, k, vocab)).view(batch, k * vocab)
-        top_scores, top_idx = (x.tolist() for x in cand.topk(2 * k, dim=-1))
-        # 2. eos candidates become hypotheses, the others fill the K new beams
+        top_scores, top_idx = _candidates(cand, n_cand, sampling)
+        stops = set()
+        if criteria:  # candidates whose sequence (prompt + tokens + candidate) meets a criterion
+            beam_of, tok_of = top_idx // vocab, top_idx % vocab  # (B, n)
+            n = top_idx.shape[1]
+            grown = torch.cat([tokens.gather(1, beam_of[..., None].expand(-1, -1, tokens.shape[-1])),
+                               tok_of[..., None]], dim=-1)  # (B, n, t+1)
+            seqs = torch.cat([prompt_ids[:, None].expand(-1, n, -1), grown], dim=-1).flatten(0, 1)  # (B*n, P+t+1)
+            step_scores = logp.view(batch, k, vocab).gather(1, beam_of[..., None].expand(-1, -1, vocab))
+            hit = _criteria_hit(criteria, seqs, step_scores.flatten(0, 1)).view(batch, n)  # (B, n)
+            stops = {(b, r) for b, r in hit.nonzero().tolist()}
+        top_scores, top_idx = top_scores.tolist(), top_idx.tolist()
+        last = t + 1 == max_new_tokens  # the length limit finishes every candidate, as a stopping criterion
+        # 2. finishing candidates become hypotheses, the others fill the K new beams
         new_running = torch.full((batch, k), float("-inf"), device=device)
         parent = torch.zeros(batch, k, dtype=torch.long, device=device)
         new_tok = torch.full((batch, k), pad_id, dtype=torch.long, device=device)
         for b in range(batch):
-            filled = 0
+            if done[b]:
+                continue
+            alive = []
             for rank, (score, idx) in enumerate(zip(top_scores[b], top_idx[b])):
-                if done[b] or filled == k:
-                    break
                 beam, tok = divmod(idx, vocab)
-                if tok in eos:
+                if last or tok in eos or (b, rank) in stops:
                     if rank < k:
                         hypothesis = torch.cat([tokens[b, beam], tokens.new_tensor([tok])])  # (t+1,)
                         finished[b].append((score / (t + 1), hypothesis))
                     continue
-                new_running[b, filled], parent[b, filled], new_tok[b, filled] = score, beam, tok
-                filled += 1
+                alive.append((score, beam, tok))
+            for j, (score, beam, tok) in enumerate(sorted(alive, key=lambda c: -c[0])[:k]):
+                new_running[b, j], parent[b, j], new_tok[b, j] = score, beam, tok
             # 3. keep the K best hypotheses; done when no alive beam can beat the worst of them
             finished[b] = sorted(finished[b], key=lambda h: -h[0])[:k]
             best_alive = new_running[b].max().item() / (t + 1)
@@ -159,16 +230,11 @@ def _beam_search(stepper, batch, num_beams, max_new_tokens, eos_ids, pad_id):
         rows = (torch.arange(batch, device=device)[:, None] * k + parent).view(-1)  # (B*K,)
         tokens = torch.cat([tokens.view(batch * k, -1)[rows].view(batch, k, -1), new_tok[:, :, None]], dim=-1)
         running = new_running
-        if all(done) or t + 1 == max_new_tokens:
+        if all(done) or last:
             break
         stepper.reorder(rows)
-        logp = F.log_softmax(stepper.step(new_tok.view(-1)), dim=-1)
-    # 5. unfinished prompts: their alive beams are hypotheses too; return each prompt's best
-    length = tokens.shape[-1]
-    for b in range(batch):
-        if not done[b]:
-            alive = [j for j in range(k) if running[b, j] > float("-inf")]
-            finished[b] += [(running[b, j].item() / length, tokens[b, j]) for j in alive]
+        logp = _beam_step_scores(stepper.step(new_tok.view(-1)), sampling)
+    # 5. each prompt's best hypothesis
     best = [max(hyps, key=lambda h: h[0]) for hyps in finished]
     sequences = torch.full((batch, max(len(seq) for _, seq in best)), pad_id, dtype=torch.long, device=device)
     for b, (_, seq) in enumerate(best):
@@ -176,45 +242,70 @@ def _beam_search(stepper, batch, num_beams, max_new_tokens, eos_ids, pad_id):
     return GenerationOutput(sequences, torch.tensor([score for score, _ in best], device=device))
 
 
+def _as_criteria(stopping_criteria) -> list:
+    """None, one callable, or a list of them (transformers' StoppingCriteriaList is a list) -> a list."""
+    if stopping_criteria is None:
+        return []
+    if callable(stopping_criteria) and not isinstance(stopping_criteria, (list, tuple)):
+        return [stopping_criteria]
+    criteria = list(stopping_criteria)
+    for criterion in criteria:
+        if not callable(criterion):
+            raise TypeError(f"generate: stopping_criteria must be callables (ids, scores) -> bool, got {criterion!r}")
+    return criteria
+
+
 @torch.no_grad()
 def generate_tokens(model, input_ids=None, inputs_embeds=None, attention_mask=None, *, max_new_tokens=16,
                     do_sample=False, temperature=1.0, top_p=1.0, num_beams=1, eos_token_id=None,
-                    pad_token_id=None, use_cache=True, generator=None) -> GenerationOutput:
+                    pad_token_id=None, use_cache=True, generator=None, stopping_criteria=None,
+                    streamer=None) -> GenerationOutput:
     """Generate up to max_new_tokens new tokens per row; see the module docstring.
 
     input_ids (B, P) or inputs_embeds (B, P, D); attention_mask (B, P) with left padding; eos_token_id
     an int or a list; pad_token_id defaults to the (first) eos, else 0. use_cache=False recomputes the
-    whole sequence each step (a reference for tests). Returns GenerationOutput(sequences (B, T), scores).
+    whole sequence each step (a reference for tests). stopping_criteria: callables (ids, scores) -> bool
+    or (N,) bool, called after every token with the prompt ids (none when the prompt came as embeddings,
+    as transformers) followed by the new tokens, and the step's scores. streamer: put()/end() as
+    transformers' streamers (greedy and sampling only, as transformers). Returns
+    GenerationOutput(sequences (B, T), scores).
     """
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("generate: pass exactly one of input_ids or inputs_embeds")
     if max_new_tokens < 1:
         raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
-    if num_beams < 1 or (num_beams > 1 and do_sample):
-        raise ValueError(f"generate: num_beams={num_beams} with do_sample={do_sample} is not supported "
-                         "(beam search is deterministic; use num_beams=1 to sample)")
+    if num_beams < 1:
+        raise ValueError(f"generate: num_beams must be >= 1, got {num_beams}")
     if do_sample and (temperature <= 0 or not 0 < top_p <= 1):
         raise ValueError(
             f"generate: do_sample needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}"
         )
+    if streamer is not None and num_beams > 1:
+        raise ValueError("generate: a streamer cannot be used with beam search (as in transformers); "
+                         "set num_beams=1")
+    criteria = _as_criteria(stopping_criteria)
     prompt = input_ids if input_ids is not None else inputs_embeds
-    device = prompt.device
+    batch, device = prompt.shape[0], prompt.device
+    # what stopping criteria and streamers see before the new tokens: the prompt ids, or nothing
+    prompt_ids = input_ids if input_ids is not None else torch.zeros(batch, 0, dtype=torch.long, device=device)
     if isinstance(eos_token_id, int):
         eos_token_id = [eos_token_id]
     eos_ids = torch.tensor(list(eos_token_id), device=device) if eos_token_id else None
     if pad_token_id is None:
         pad_token_id = int(eos_ids[0]) if eos_ids is not None else 0
+    n_eos = 0 if eos_ids is None else len(eos_ids)
+    min_keep = max(2, n_eos + 1) if num_beams > 1 else 1  # transformers' nucleus floor for beam methods
+    sampling = _Sampling(do_sample, temperature, top_p, generator, min_keep)
 
     if num_beams > 1:
-        batch = prompt.shape[0]
         expand = lambda x: None if x is None else x.repeat_interleave(num_beams, dim=0)  # noqa: E731
         stepper = _Stepper(model, expand(input_ids), expand(inputs_embeds), expand(attention_mask),
                            max_new_tokens, use_cache)
-        return _beam_search(stepper, batch, num_beams, max_new_tokens, eos_ids, pad_token_id)
+        return _beam_search(stepper, sampling, prompt_ids, batch, num_beams, max_new_tokens, eos_ids,
+                            pad_token_id, criteria)
     stepper = _Stepper(model, input_ids, inputs_embeds, attention_mask, max_new_tokens, use_cache)
-    return _greedy_or_sample(
-        stepper, max_new_tokens, eos_ids, pad_token_id, do_sample, temperature, top_p, generator
-    )
+    return _greedy_or_sample(stepper, sampling, prompt_ids, max_new_tokens, eos_ids, pad_token_id, criteria,
+                             streamer)
 
 
 def _generation_defaults(model) -> list:
@@ -237,17 +328,18 @@ def _generation_defaults(model) -> list:
 def generate_from_kwargs(model, inputs=None, **kwargs) -> torch.Tensor:
     """`model.generate(...)` with HF-style keyword arguments -> new tokens (B, T).
 
-    Harmless HF kwargs (use_cache, top_k=None, position_ids=None, ...) are accepted; hooks this loop does
-    not implement (stopping_criteria, logits_processor, streamer, max_length, ...) raise
-    NotImplementedError. eos_token_id / pad_token_id default to model.generation_config (when present),
-    then model.config, as transformers does (LLaVA's eval scripts pass no eos); max_new_tokens to 20.
+    Harmless HF kwargs (use_cache, top_k=None, position_ids=None, ...) are accepted, and so are
+    `stopping_criteria` and `streamer` (what llava.serve.cli and model_worker pass); hooks this loop does
+    not implement (logits_processor, constraints, max_length, ...) raise NotImplementedError.
+    eos_token_id / pad_token_id default to model.generation_config (when present), then model.config, as
+    transformers does (LLaVA's eval scripts pass no eos); max_new_tokens to 20.
     """
     unsupported = sorted(key for key in kwargs if key in _UNSUPPORTED_KWARGS and kwargs[key] is not None)
     if unsupported:
         raise NotImplementedError(
             f"generate: {unsupported} not supported by the llava_hybrid decode loop (supported: do_sample, "
             "temperature, top_p, num_beams, max_new_tokens, eos_token_id, pad_token_id, attention_mask, "
-            "inputs_embeds, generator)")
+            "inputs_embeds, generator, stopping_criteria, streamer)")
     if kwargs.get("top_k") not in (None, 0) or kwargs.get("num_return_sequences", 1) not in (None, 1):
         raise NotImplementedError("generate: top_k and num_return_sequences > 1 are not supported")
     use_cache = kwargs.pop("use_cache", True)
@@ -272,6 +364,8 @@ def generate_from_kwargs(model, inputs=None, **kwargs) -> torch.Tensor:
         eos_token_id=default("eos_token_id"),
         pad_token_id=default("pad_token_id"),
         generator=kwargs.pop("generator", None),
+        stopping_criteria=kwargs.pop("stopping_criteria", None),
+        streamer=kwargs.pop("streamer", None),
     )
     inputs_embeds = kwargs.pop("inputs_embeds", None)
     attention_mask = kwargs.pop("attention_mask", None)
