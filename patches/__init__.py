@@ -35,6 +35,7 @@ PATCH_MODULES = (
     "rng_state_numpy",
     "deepspeed_use_cpu",
     "tokenizer_backend_name",
+    "grayscale_pad",
 )
 
 _STATE: Dict[str, str] = {}  # patch name -> "applied" | "pending: <target>"
