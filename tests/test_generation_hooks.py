@@ -20,6 +20,9 @@ TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 
 @pytest.fixture(scope="module")
 def tokenizer():
+    import llava_hybrid
+
+    llava_hybrid.activate()  # a transformers-5 tokenizer_config loads on 4.x through the tokenizer_backend_name patch
     return AutoTokenizer.from_pretrained(str(TEACHER))  # the shipped teacher's byte-level BPE (440 tokens)
 
 
