@@ -24,11 +24,11 @@ def student_dir(tmp_path_factory):
     """A 25 % hybrid student of the shipped teacher (attention-initialised Mamba layers), saved in LLaVA layout."""
     llava_hybrid.activate()
     from llava_hybrid.host.builder import load_pretrained_model
-    from llava_hybrid.hybrid.init import build_student
+    from llava_hybrid.host.hybrid_models import build_llava_student
     from llava_hybrid.hybrid.plan import plan_mamba_layers
 
     tokenizer, teacher, _proc, _ = load_pretrained_model(str(TEACHER), None, "teacher", device="cpu")
-    student = build_student(teacher, plan_mamba_layers(teacher.config.num_hidden_layers, 0.25), seed=0)
+    student = build_llava_student(teacher, plan_mamba_layers(teacher.config.num_hidden_layers, 0.25), seed=0)
     out = tmp_path_factory.mktemp("serve") / "student-25"
     student.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
