@@ -119,10 +119,59 @@ def text_section(text: Dict, out_dir: str) -> List[str]:
     return lines
 
 
+def comparison_section(text: Dict, report_dir: str) -> List[str]:
+    """The text results beside the toy (docs/easyvqa/results.json, when there) and the paper's claims."""
+    runs, students = text["init"]["runs"], text["students"]
+    lines = ["## Against the toy and the paper", ""]
+    ppl = {r: s["ppl_vs_teacher"] for r, s in students.items()}
+    if len(ppl) == 3:
+        order = " > ".join(f"{float(r):.1%}" for r in sorted(ppl, key=ppl.get))
+        each = ", ".join(f"{float(r):.1%} {v:.3f} x" for r, v in sorted(ppl.items()))
+        lines.append(f"- Ratio (paper Table 2: 25 % > 12.5 % > 50 %, 50 % 2.2 points below 25 %): here, closest to the "
+                     f"teacher first, {order} ({each}): "
+                     "more Mamba layers cost more, monotonically, as in the toy (12.5 > 25 > 50 %); the paper's 25 % "
+                     "optimum is not seen.")
+    if "attention" in runs and "random" in runs:
+        a, r = runs["attention"], runs["random"]
+        best = runs.get(text["init"]["best"], a)
+        lines.append(f"- Init (paper: Eq. 6 \"is important to accelerate the convergence\"): on this real model Eq. 6 as "
+                     f"specified starts far worse than random (slice perplexity {a['init_ppl_slice']:,.0f} vs "
+                     f"{r['init_ppl_slice']:,.0f}) and ends worse ({a['ppl_vs_teacher']:.2f} x vs {r['ppl_vs_teacher']:.2f} x "
+                     f"the teacher after {text['init']['steps']} steps), although its layer loss passes random's final "
+                     f"value at step {a.get('reaches_random_final_loss_at')}. The claim holds only for Eq. 6 with the rest "
+                     f"of the mixer neutralised and its output calibrated: {best['init_ppl_slice']:,.1f} at init, "
+                     f"{best['ppl_vs_teacher']:.3f} x after, random's final layer loss reached at step "
+                     f"{best.get('reaches_random_final_loss_at')} of {text['init']['steps']}.")
+    toy_file = os.path.join(report_dir, "easyvqa", "results.json")
+    if os.path.isfile(toy_file):
+        with open(toy_file) as f:
+            toy = json.load(f)
+        ia = toy.get("init_ablation") or {}
+        if "attention" in ia and "random" in ia:
+            lines.append(f"- The toy (docs/easyvqa.md, a from-scratch 8-layer model): Eq. 6 as specified beat random on "
+                         f"accuracy ({100 * ia['attention']['accuracy']:.1f} vs {100 * ia['random']['accuracy']:.1f} %) but "
+                         "was slow to pass random's final loss; on the real model the paper's form loses on both counts "
+                         "(why the two differ is not measured here).")
+    e2e = (text.get("e2e") or {}).get("runs") or {}
+    if e2e:
+        best_e2e = min(e2e, key=lambda k: e2e[k]["ppl"])
+        moved = ", ".join(f"{k}: {v['ppl']:.2f}" for k, v in e2e.items())
+        start = text["e2e"]["start_ppl"]
+        helped = [k for k, v in e2e.items() if v["ppl"] < start]
+        lines.append(f"- Loss (paper Table 4: prob + layer best): the layer-only stage did most of the work here; the "
+                     f"end-to-end stages (L_prob + L_layer, fresh AdamW, {len(helped)} of {len(e2e)} lowered perplexity) "
+                     f"moved it from {start:.2f} to {moved}; best {best_e2e!r} "
+                     f"({100 * (1 - e2e[best_e2e]['ppl'] / start):.1f} % lower). Few e2e steps were affordable (each runs "
+                     "the whole student forward and backward), so this shows the direction, not the size at scale.")
+    return lines
+
+
 def vlm_section(vlm: Dict | None) -> List[str]:
     if not vlm:
         return ["## VLM: SmolLM2 + SigLIP-architecture tower on easy-VQA", "",
-                "Not measured yet: no VLM results in results.json."]
+                "**Not measured**: the VLM part (SmolLM2 + the easy-VQA stage-0 tower + mlp2x_gelu through LLaVA's "
+                "Llama classes, SFT, a 25 % hybrid distilled and scored through llava.eval.model_vqa) is not built yet; "
+                "results.json has no `vlm` section."]
     lines = ["## VLM: SmolLM2 + SigLIP-architecture tower on easy-VQA", "",
              "| model | accuracy % | yes/no % | % of teacher |", "|---|---|---|---|"]
     t = vlm["teacher"]
@@ -145,6 +194,7 @@ def write_report(results: Dict, report_dir: str) -> str:
              "run measured: [real_backbone/recipe.md](real_backbone/recipe.md).", ""]
     if results.get("text"):
         lines += text_section(results["text"], out_dir)
+        lines += [""] + comparison_section(results["text"], report_dir)
     lines += [""] + vlm_section(results.get("vlm"))
     md = os.path.join(report_dir, "real_backbone.md")
     with open(md + ".tmp", "w") as f:
