@@ -38,6 +38,12 @@ Eq. 6's copies. "attention_neutral" sets (each exact in the neutralised-mixer te
 and sets the norm weight per channel by least squares, w_c = sum n_c a_c / sum n_c^2 (n = the normed
 mixer output, a = the attention's output before W_O), both on a calibration batch of the teacher's own
 activations: the mixer then reproduces as much of the attention's output as this linear form can.
+
+Measured on SmolLM2-135M-Instruct, 25 % (8 of 30 layers), 80 layer-only steps (docs/real_backbone.md):
+held-out perplexity 2.72 x the teacher's for "attention", 1.61 x for "random", 1.13 x for
+"attention_calibrated" (which reaches random's final layer loss at step 8); at init, the mixers'
+relative error against the attention's output is 2.4-7.8 ("attention"), 1.0-2.7 ("random"), 2.1-23
+("attention_neutral") and 0.42-0.84 ("attention_calibrated").
 """
 from __future__ import annotations
 
