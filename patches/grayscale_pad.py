@@ -1,5 +1,6 @@
-"""With image_aspect_ratio "pad", LLaVA pads an image to a square filled with the processor's mean colour
-(an RGB triple); a grayscale (L / LA / P / I) image cannot take a triple and PIL raises."""
+"""LLaVA's eval scripts model_vqa_science and model_vqa_mmbench hand images to process_images as opened; a
+grayscale (L / LA / P / I ...) photo then breaks: with image_aspect_ratio pad in expand2square (an RGB fill
+colour for a one-band image), without it in transformers 4.x's image processors (a 2-D array)."""
 from __future__ import annotations
 
 import importlib
@@ -7,16 +8,14 @@ import importlib
 from llava_hybrid import _patching
 
 NAME = "grayscale_pad"
-REASON = ("llava.eval.model_vqa_science and model_vqa_mmbench hand images to process_images without "
-          ".convert('RGB') (model_vqa and model_vqa_loader convert); with image_aspect_ratio pad, expand2square "
-          "then calls Image.new(<L/LA/P mode>, size, <RGB mean>) -> TypeError 'color must be int or single-element "
-          "tuple' at the first grayscale photo (LLaVA-1.5 models hit it too): convert such images to RGB first, "
-          "as the other eval scripts do")
-UPSTREAM = "llava.mm_utils.expand2square (called by llava.mm_utils.process_images)"
-VERSIONS = "llava-torch 1.2.2.post1, any transformers; a no-op for RGB / RGBA images"
+REASON = ("llava.eval.model_vqa_science and model_vqa_mmbench skip the .convert('RGB') that model_vqa and "
+          "model_vqa_loader do: with image_aspect_ratio pad expand2square raises TypeError 'color must be int or "
+          "single-element tuple' at the first grayscale photo (LLaVA-1.5 models hit it too), and on transformers "
+          "4.x the image processor raises 'Unsupported number of image dimensions: 2' in any mode: convert "
+          "non-RGB images to RGB on entry, as the other eval scripts do")
+UPSTREAM = "llava.mm_utils.process_images (and through it expand2square)"
+VERSIONS = "llava-torch 1.2.2.post1, any transformers; a no-op for RGB images"
 TARGET = "llava.mm_utils"
-
-_TAKES_RGB_FILL = ("RGB", "RGBA")
 
 
 def needed() -> bool:
@@ -25,17 +24,16 @@ def needed() -> bool:
 
 
 def apply() -> bool:
-    """Wrap expand2square to convert non-RGB images to RGB before padding; True if it changed."""
+    """Wrap process_images to convert non-RGB PIL images to RGB first; True if it changed."""
     mm_utils = importlib.import_module("llava.mm_utils")
-    if _patching.is_replaced(mm_utils, "expand2square"):
+    if _patching.is_replaced(mm_utils, "process_images"):
         return False
-    original = mm_utils.expand2square
+    original = mm_utils.process_images
 
-    def expand2square(pil_img, background_color):
-        """LLaVA's expand2square on the image in RGB when its mode cannot take an RGB fill colour."""
-        if pil_img.mode not in _TAKES_RGB_FILL and isinstance(background_color, tuple) and len(background_color) > 1:
-            pil_img = pil_img.convert("RGB")
-        return original(pil_img, background_color)
+    def process_images(images, image_processor, model_cfg):
+        """LLaVA's process_images on the images in RGB (what model_vqa / model_vqa_loader hand it)."""
+        images = [image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image for image in images]
+        return original(images, image_processor, model_cfg)
 
-    _patching.replace_attr(mm_utils, "expand2square", expand2square)
+    _patching.replace_attr(mm_utils, "process_images", process_images)
     return True

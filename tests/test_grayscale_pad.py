@@ -1,5 +1,6 @@
-"""The grayscale_pad patch: with image_aspect_ratio pad, LLaVA's process_images takes grayscale photos
-(LLaVA's own expand2square raises on them; model_vqa_science / model_vqa_mmbench hand them over as opened).
+"""The grayscale_pad patch: LLaVA's process_images takes grayscale photos in pad and square mode (LLaVA's own
+expand2square raises on them in pad mode, transformers 4.x's processors in any mode; model_vqa_science /
+model_vqa_mmbench hand them over as opened).
 The end-to-end case (model_vqa_science on a grayscale photo) runs in tests/test_eval_launchers.py."""
 import json
 import os
@@ -32,13 +33,14 @@ def processor():
     return SiglipImageProcessor.from_pretrained(str(TEACHER / "vision_tower"))
 
 
+@pytest.mark.parametrize("aspect", ["pad", "square"])
 @pytest.mark.parametrize("mode", ["L", "LA", "P"])
-def test_pad_mode_takes_grayscale_and_palette_images_as_their_rgb_conversion(processor, mode):
+def test_grayscale_and_palette_images_are_processed_as_their_rgb_conversion(processor, mode, aspect):
     llava_hybrid.activate()
     from llava.mm_utils import process_images
 
-    assert _patching.is_replaced(sys.modules["llava.mm_utils"], "expand2square")
-    config = SimpleNamespace(image_aspect_ratio="pad")
+    assert _patching.is_replaced(sys.modules["llava.mm_utils"], "process_images")
+    config = SimpleNamespace(image_aspect_ratio=aspect)
     image = photo(mode)
     got = process_images([image], processor, config)
     want = process_images([image.convert("RGB")], processor, config)
@@ -47,12 +49,12 @@ def test_pad_mode_takes_grayscale_and_palette_images_as_their_rgb_conversion(pro
 
 def test_rgb_images_are_untouched(processor):
     llava_hybrid.activate()
-    from llava.mm_utils import expand2square
+    from llava.mm_utils import process_images
 
     rgb = photo("RGB")
-    padded = expand2square(rgb, (127, 127, 127))
-    assert padded.mode == "RGB" and padded.size == (64, 64)
-    assert padded.getpixel((0, 0)) == (127, 127, 127)
+    original = _patching.original_of(process_images)
+    config = SimpleNamespace(image_aspect_ratio="pad")
+    assert torch.equal(process_images([rgb], processor, config), original([rgb], processor, config))
 
 
 def test_without_the_plugin_llava_raises_on_a_grayscale_photo(tmp_path):
