@@ -35,6 +35,13 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 CHECKPOINT_PREFIX = "checkpoint-"          # transformers' PREFIX_CHECKPOINT_DIR + "-"
 INCOMPLETE_PREFIX = ".incomplete-"         # a broken checkpoint-N set aside by last_complete_checkpoint
 SHARD_PATTERN = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+WEIGHT_FILE = re.compile(r"^(model(-\d{5}-of-\d{5})?\.safetensors|pytorch_model(-\d{5}-of-\d{5})?\.bin|"
+                         r"(model\.safetensors|pytorch_model\.bin)\.index\.json)$")
+
+
+def is_weight_file(name: str) -> bool:
+    """A file name transformers reads weights from (one file, a shard, or an index)."""
+    return bool(WEIGHT_FILE.match(name))
 
 
 class CheckpointError(ValueError):

@@ -1,6 +1,8 @@
 """The patched llava.model.builder.load_pretrained_model: tiny checkpoints in both layouts load and
 generate from a real easy-VQA image; vocab never shrinks; registry and error behaviour."""
 import os
+import re
+import shutil
 
 import easy_vqa
 import pytest
@@ -46,13 +48,17 @@ def test_load_and_generate_through_patched_llava_builder(checkpoints, layout, to
     tokenizer, model, image_processor, context_len = llava_builder.load_pretrained_model(
         path, None, "anything-without-llava-in-it", device="cuda")  # "cuda" maps to CPU here
     assert type(model) is LlavaPhiForCausalLM and model.device.type == "cpu" and model.dtype == torch.float32
-    assert context_len == 2048 and image_processor.crop_size == {"height": 64, "width": 64}
+    # the Factory teacher's tokenizer_model_max_length (3072, as the release) is kept by the conversion
+    assert context_len == (2048 if layout == "llava" else 3072)
+    assert image_processor.crop_size == {"height": 64, "width": 64}
     assert model.get_vision_tower().is_loaded and model.get_vision_tower().num_patches == tokens
     # weights are the checkpoint's (not re-initialised), embeddings not shrunk to len(tokenizer)
     saved = load_file(os.path.join(path, "model.safetensors"))
-    torch.testing.assert_close(model.lm_head.weight, saved["lm_head.weight"])
-    torch.testing.assert_close(model.get_model().mm_projector[2].bias, saved["model.mm_projector.2.bias"])
-    assert len(tokenizer) == 50257 and model.get_input_embeddings().weight.shape[0] == 50304
+    torch.testing.assert_close(model.lm_head.weight, saved["lm_head.weight"].float())  # factory: float16
+    torch.testing.assert_close(model.get_model().mm_projector[2].bias, saved["model.mm_projector.2.bias"].float())
+    # GPT-2's 50,257 tokens; Phi-2's (the Factory release's slow files) add 38 whitespace runs
+    assert len(tokenizer) == (50257 if layout == "llava" else 50295)
+    assert model.get_input_embeddings().weight.shape[0] == 50304
     assert "<im_patch>" not in tokenizer.get_vocab()
     ids, out = _ask(tokenizer, model, image_processor)
     assert out.shape == (1, 3) and (out >= 0).all()
@@ -67,6 +73,22 @@ def test_missing_checkpoint_errors(tmp_path):
     assert "nope" in str(err.value)
     with pytest.raises(CheckpointError, match="config.json"):
         llava_builder.load_pretrained_model(str(tmp_path), None, "x", device="cpu")
+
+
+def test_a_truncated_weight_file_is_named_before_loading(checkpoints, tmp_path):
+    """A model.safetensors cut short (a failed copy) is named by load_pretrained_model, not a bare
+    SafetensorError from deep inside from_pretrained; so is a truncated tower."""
+    import llava.model.builder as llava_builder
+    from llava_hybrid.checkpoint_files import CheckpointError
+
+    for part in ("model.safetensors", os.path.join("vision_tower", "model.safetensors")):
+        ckpt = tmp_path / part.replace(os.sep, "-")
+        shutil.copytree(checkpoints["llava"], ckpt)
+        weights = ckpt / part
+        with open(weights, "r+b") as f:
+            f.truncate(weights.stat().st_size - 1000)
+        with pytest.raises(CheckpointError, match=rf"{re.escape(str(weights))}: truncated"):
+            llava_builder.load_pretrained_model(str(ckpt), None, "x", device="cpu")
 
 
 def test_registry_refuses_a_second_class():

@@ -28,7 +28,7 @@ import shutil
 from contextlib import contextmanager
 from typing import Dict, Optional, Tuple
 
-from llava_hybrid.checkpoint_files import CONFIG_NAME, CheckpointError
+from llava_hybrid.checkpoint_files import CONFIG_NAME, CheckpointError, is_weight_file
 
 TOWER_SUBDIR = "vision_tower"
 TOWER_PREFIX = "model.vision_tower.vision_tower."
@@ -78,6 +78,10 @@ def publish(tmp: str, dst: str) -> None:
         config = os.path.join(dst, CONFIG_NAME)
         if os.path.exists(config):
             os.remove(config)  # from here until the last move dst reads as incomplete
+        new = set(os.listdir(tmp))
+        for name in os.listdir(dst):  # weights of an older save in another layout (shards vs one file)
+            if name not in new and is_weight_file(name):
+                os.remove(os.path.join(dst, name))
         names = sorted(os.listdir(tmp), key=lambda n: n == CONFIG_NAME)
         for name in names:
             target = os.path.join(dst, name)
