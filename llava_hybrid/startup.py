@@ -60,9 +60,8 @@ def _on_llava_import(module) -> None:
     busy = _plugin_modules_loading()
     if busy:
         # Our own code is importing llava (e.g. `import llava_hybrid.host.phi` first): registering
-        # now would read half-built modules. That code path calls activate() itself when it needs it.
-        # The upstream patches read none of our modules, so they go in now: code that parses its
-        # flags before activate() (scripts/distill_hybrid.py) already gets the TrainingArguments fixes.
+        # now would read half-built modules; the entry point's main() calls activate(). The upstream
+        # patches read none of our modules, so they go in now.
         from llava_hybrid import patches
 
         patches.apply_all()

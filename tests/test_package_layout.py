@@ -105,3 +105,35 @@ def test_hybrid_and_mamba2_load_no_llava_module_even_when_building_a_student():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[0] == "HybridPhiForCausalLM"
     assert proc.stdout.strip().endswith("[]"), proc.stdout
+
+
+def test_importing_every_module_patches_nothing_until_activate():
+    proc = _fresh("""
+        import importlib, json, sys
+        names = %r
+        for name in names:
+            importlib.import_module(name)
+        from llava_hybrid import _patching, activation, patches
+        import llava.conversation, llava.model.builder
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+        ours = ("llava_phi", "tiny_llava_phi", "hybrid_phi", "hybrid_llama", "llava_hybrid_phi", "llava_hybrid_llama")
+        before = {"replaced": sorted(map(str, _patching.patched_sites())), "patches": patches.status(),
+                  "waiting": _patching.pending_hooks(), "active": activation.is_active(),
+                  "phi template": "phi" in llava.conversation.conv_templates,
+                  "auto configs": [t for t in ours if t in CONFIG_MAPPING],
+                  "loader": llava.model.builder.load_pretrained_model.__module__}
+        import llava_hybrid
+        llava_hybrid.activate()
+        after = {"replaced": len(_patching.patched_sites()), "phi template": "phi" in llava.conversation.conv_templates,
+                 "loader": llava.model.builder.load_pretrained_model.__module__}
+        print(json.dumps({"before": before, "after": after}))
+    """ % sorted(m for m in package_modules() if not m.endswith("__main__")))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["before"] == {"replaced": [], "patches": {}, "waiting": {}, "active": False, "phi template": False,
+                              "auto configs": [], "loader": "llava.model.builder"}, seen["before"]
+    # the same process does see every registration once activate() runs (the check can fail)
+    assert seen["after"]["replaced"] > 0 and seen["after"]["phi template"]
+    assert seen["after"]["loader"] == "llava_hybrid.host.builder"

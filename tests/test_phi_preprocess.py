@@ -15,6 +15,7 @@ from llava import conversation as conversation_lib
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava_hybrid._patching import original_of
 from llava_hybrid.host import preprocess as P
+from llava_hybrid.host.data import DataCollatorForPhi
 from llava_hybrid.host.conversation import conv_phi
 
 GPT2 = Path(llava_hybrid.__file__).parent / "assets" / "gpt2"
@@ -135,7 +136,7 @@ def test_mismatch_is_reported_never_silent(caplog):
 def test_collator_keeps_in_sample_eos_attended_when_pad_is_eos(tok):
     srcs = [_three_turns(False)[0], _three_turns(False)[0][:2]]
     instances = [{k: v[0] for k, v in P.preprocess_phi([s], tok, on_mismatch="raise").items()} for s in srcs]
-    batch = P.DataCollatorForPhi(tokenizer=tok)(instances)
+    batch = DataCollatorForPhi(tokenizer=tok)(instances)
     n0, n1 = (len(i["input_ids"]) for i in instances)
     assert tok.pad_token_id == tok.eos_token_id and n0 > n1
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (2, n0)
@@ -148,15 +149,15 @@ def test_collator_keeps_in_sample_eos_attended_when_pad_is_eos(tok):
         assert (kept == tok.eos_token_id).sum() == (inst["input_ids"] == tok.eos_token_id).sum() > 0
     # LLaVA's own collator masks them (the bug this collator exists for)
     train_mod = _train_module()  # importing it puts our collator in place (lazy register)
-    llava_collator = original_of(P.DataCollatorForPhi) or train_mod.DataCollatorForSupervisedDataset
-    assert llava_collator is not P.DataCollatorForPhi
+    llava_collator = original_of(DataCollatorForPhi) or train_mod.DataCollatorForSupervisedDataset
+    assert llava_collator is not DataCollatorForPhi
     mask = llava_collator(tokenizer=tok)(instances)["attention_mask"]
     assert mask.sum() == batch["attention_mask"].sum() - 4  # 3 + 1 in-sample eos lost
 
 
 def test_collator_stacks_images(tok):
     inst = {k: v[0] for k, v in P.preprocess_phi(_three_turns(True), tok).items()}
-    batch = P.DataCollatorForPhi(tokenizer=tok)([dict(inst, image=torch.zeros(3, 8, 8)),
+    batch = DataCollatorForPhi(tokenizer=tok)([dict(inst, image=torch.zeros(3, 8, 8)),
                                                  dict(inst, image=torch.ones(3, 8, 8))])
     assert batch["images"].shape == (2, 3, 8, 8)
 
@@ -167,13 +168,13 @@ def test_register_routes_llava_data_module(tok, tmp_path, monkeypatch):
     P.register()
     P.register()  # idempotent
     assert train_mod.preprocess is P.preprocess and original_of(P.preprocess) is upstream_preprocess
-    assert train_mod.DataCollatorForSupervisedDataset is P.DataCollatorForPhi
+    assert train_mod.DataCollatorForSupervisedDataset is DataCollatorForPhi
     import json
     (tmp_path / "d.json").write_text(json.dumps([{"id": "0", "conversations": _three_turns(False)[0]}]))
     args = train_mod.DataArguments(data_path=str(tmp_path / "d.json"))
     monkeypatch.setattr(conversation_lib, "default_conversation", conv_phi)
     module = train_mod.make_supervised_data_module(tokenizer=tok, data_args=args)
-    assert isinstance(module["data_collator"], P.DataCollatorForPhi)
+    assert isinstance(module["data_collator"], DataCollatorForPhi)
     item = module["train_dataset"][0]
     assert tok.decode(item["labels"][item["labels"] != IGNORE_INDEX]) == f" red{EOS} Yes{EOS} triangle{EOS}"
     # any other template still goes to LLaVA's preprocess
@@ -196,9 +197,9 @@ def test_register_is_lazy_until_llava_train_is_imported():
         "import llava.model.builder, llava.mm_utils\n"
         "assert 'llava.train.train' not in sys.modules, 'imported by activate()'\n"
         "import llava.train.train as t\n"
-        "from llava_hybrid.host import preprocess as P\n"
+        "from llava_hybrid.host import data, preprocess as P\n"
         "assert t.preprocess is P.preprocess, t.preprocess\n"
-        "assert t.DataCollatorForSupervisedDataset is P.DataCollatorForPhi\n"
+        "assert t.DataCollatorForSupervisedDataset is data.DataCollatorForPhi\n"
         "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

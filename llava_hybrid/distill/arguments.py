@@ -9,22 +9,18 @@ flag or file.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import transformers
 
-import llava_hybrid
 from llava_hybrid.distill.flags import DistillFlags
 from llava_hybrid.distill.losses import LAYER_NORMS, TOKEN_COVERAGES
 from llava_hybrid.distill.schedule import DECAY_SHAPES
-
-# The dataclasses below subclass llava.train's: activate first, so the compatibility patches that
-# llava.train needs on this transformers (e.g. ALL_LAYERNORM_LAYERS on >= 4.53) are in place.
-llava_hybrid.activate()
-from llava.train import train as llava_train  # noqa: E402
-from llava_hybrid.host.sft import validate_data  # noqa: E402
+from llava_hybrid.host.data import validate_data
+from llava_hybrid.host.training import lazy_attributes, llava_train, publish
 
 # --trainable parts -> substrings of parameter names (HF names, see docs/design.md)
 TRAINABLE_PARTS = {
@@ -38,35 +34,48 @@ TRAINABLE_PARTS = {
 }
 
 
-@dataclass
-class ModelArguments(llava_train.ModelArguments):
-    """LLaVA's model flags plus the hybrid layer plan and the teacher."""
-
-    version: Optional[str] = field(default="phi", metadata={"help": "conversation template (phi for Phi-2 VLMs)"})
-    teacher_model_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "teacher VLM (default: --model_name_or_path)"})
-    mm_hybrid_ratio: Optional[float] = field(
-        default=None, metadata={"help": "fraction of decoder layers made Mamba-2, e.g. 0.25"})
-    mm_hybrid_positions: str = field(default="even", metadata={"help": "even | begin | middle | end"})
-    mm_hybrid_layers: Optional[str] = field(
-        default=None, metadata={"help": "explicit Mamba layer indices '0,6,12,18' (wins over the ratio)"})
-    init_from_attention: bool = field(
-        default=True, metadata={"help": "Eq. 6: x<-W_V, B<-W_K, C<-W_Q (False: Mamba2 default init)"})
-    mamba_carry_bias: bool = field(default=False, metadata={"help": "copy q/k/v/dense biases into Mamba"})
-    mamba_chunk_size: Optional[int] = field(default=None, metadata={"help": "SSD chunk size (default: config's)"})
-    trainable: str = field(
-        default="mamba,mm_projector",
-        metadata={"help": f"comma list of trained parts of the student: {', '.join(TRAINABLE_PARTS)}"})
+ARGUMENT_CLASSES = ("ModelArguments", "DataArguments", "TrainingArguments")
 
 
-@dataclass
-class DataArguments(llava_train.DataArguments):
-    """LLaVA's data flags (LLaVA JSON conversations + --image_folder)."""
+@functools.lru_cache(maxsize=None)
+def argument_classes() -> tuple:
+    """(ModelArguments, DataArguments, TrainingArguments): LLaVA's three flag dataclasses plus the hybrid
+    and distillation flags, built on first use (they subclass llava.train.train's, see host.training)
+    and then also this module's attributes of the same names."""
+    base = llava_train()
+
+    @dataclass
+    class ModelArguments(base.ModelArguments):
+        """LLaVA's model flags plus the hybrid layer plan and the teacher."""
+
+        version: Optional[str] = field(default="phi", metadata={"help": "conversation template (phi for Phi-2 VLMs)"})
+        teacher_model_name_or_path: Optional[str] = field(
+            default=None, metadata={"help": "teacher VLM (default: --model_name_or_path)"})
+        mm_hybrid_ratio: Optional[float] = field(
+            default=None, metadata={"help": "fraction of decoder layers made Mamba-2, e.g. 0.25"})
+        mm_hybrid_positions: str = field(default="even", metadata={"help": "even | begin | middle | end"})
+        mm_hybrid_layers: Optional[str] = field(
+            default=None, metadata={"help": "explicit Mamba layer indices '0,6,12,18' (wins over the ratio)"})
+        init_from_attention: bool = field(
+            default=True, metadata={"help": "Eq. 6: x<-W_V, B<-W_K, C<-W_Q (False: Mamba2 default init)"})
+        mamba_carry_bias: bool = field(default=False, metadata={"help": "copy q/k/v/dense biases into Mamba"})
+        mamba_chunk_size: Optional[int] = field(default=None, metadata={"help": "SSD chunk size (default: config's)"})
+        trainable: str = field(
+            default="mamba,mm_projector",
+            metadata={"help": f"comma list of trained parts of the student: {', '.join(TRAINABLE_PARTS)}"})
+
+    @dataclass
+    class DataArguments(base.DataArguments):
+        """LLaVA's data flags (LLaVA JSON conversations + --image_folder)."""
+
+    @dataclass
+    class TrainingArguments(DistillFlags, base.TrainingArguments):
+        """LLaVA's training flags with the paper's optimiser defaults and the distillation flags (DistillFlags)."""
+
+    return publish(__name__, ModelArguments, DataArguments, TrainingArguments)
 
 
-@dataclass
-class TrainingArguments(DistillFlags, llava_train.TrainingArguments):
-    """LLaVA's training flags with the paper's optimiser defaults and the distillation flags (DistillFlags)."""
+__getattr__ = lazy_attributes(__name__, ARGUMENT_CLASSES, argument_classes)  # e.g. arguments.TrainingArguments
 
 
 @dataclass
@@ -82,7 +91,7 @@ class DistillPlan:
 
 def parse_args(argv: Optional[List[str]] = None) -> Tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Parse the command line (argv None -> sys.argv[1:]) into the three dataclasses."""
-    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = transformers.HfArgumentParser(argument_classes())
     return parser.parse_args_into_dataclasses(args=argv)
 
 

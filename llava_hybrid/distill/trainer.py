@@ -1,6 +1,6 @@
 """Single-stage distillation of a hybrid Mamba-2 student from its all-attention VLM teacher.
 
-    main(argv) = parse -> validate (before any model) -> activate -> teacher (frozen, eval, no grad)
+    main(argv) = activate -> parse -> validate (before any model) -> teacher (frozen, eval, no grad)
                -> student = build_llava_student(teacher, plan) with only --trainable parts trained
                -> LLaVA's data module (phi template) -> DistillTrainer(LLaVATrainer).train()
                -> hybrid checkpoint (config + weights + tokenizer + vision tower reference)
@@ -31,14 +31,10 @@ from llava_hybrid.distill.losses import (DistillLosses, ce_loss, coverage_mask, 
 from llava_hybrid.distill.schedule import wsd_scheduler
 from llava_hybrid.checkpoint_files import last_complete_checkpoint
 from llava_hybrid.host.saving import AtomicCheckpointMixin, remove_unfinished_saves, save_final_model
+from llava_hybrid.hybrid.init import decoder_layers
 
 logger = logging.getLogger(__name__)
 NO_DECAY_NAMES = ("dt_bias", "A_log", ".D", "norm", "bias")  # section 4.1: no weight decay on these
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layer list of a (LLaVA) causal LM."""
-    return model.get_model().layers if hasattr(model, "get_model") else model.model.layers
 
 
 @contextmanager
@@ -258,13 +254,14 @@ def build_distill_student(teacher: nn.Module, plan: DistillPlan, model_args) -> 
 
 def main(argv: Optional[List[str]] = None):
     """Entry point of scripts/distill_hybrid.py (plain python or the deepspeed launcher)."""
+    import llava_hybrid
+
+    llava_hybrid.activate()
     model_args, data_args, training_args = parse_args(argv)
     plan = validate(model_args, data_args, training_args)
 
-    import llava_hybrid
-    llava_hybrid.activate()
     from llava import conversation as conversation_lib
-    from llava.train import train as llava_train
+    from llava_hybrid.host.training import llava_train
 
     torch.manual_seed(training_args.seed)
     tokenizer, teacher, processor = load_teacher(plan.teacher_path, training_args)
@@ -293,7 +290,7 @@ def main(argv: Optional[List[str]] = None):
     student.config.image_aspect_ratio = data_args.image_aspect_ratio
     student.config.tokenizer_padding_side = tokenizer.padding_side
     student.config.tokenizer_model_max_length = tokenizer.model_max_length
-    data_module = llava_train.make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
+    data_module = llava_train().make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
 
     trainer = make_trainer_class()(model=student, tokenizer=tokenizer, args=training_args,
                                    teacher=teacher, mamba_layers=plan.mamba_layers, **data_module)

@@ -1,23 +1,20 @@
-"""Phi preprocessing for LLaVA's data module, and a collator that is safe when pad == eos.
+"""Phi preprocessing for LLaVA's data module, and its routing (with the collator of host.data).
 
 Why LLaVA's own path breaks for Phi-2 (pad = eos = unk = `<|endoftext|>`, no BOS):
 - `preprocess_v1` skips one BOS position per sample and reads `tokenizer.legacy`; `phi` is not a
   v1 version anyway, so LLaVA would use its legacy '###' path.
-- `DataCollatorForSupervisedDataset` sets `attention_mask = input_ids != pad_token_id`, and
-  `prepare_inputs_labels_for_multimodal` deletes every masked position, so each `<|endoftext|>`
-  that ends an answer disappears from inputs and labels: the model never learns to stop.
+- `DataCollatorForSupervisedDataset` masks every pad position, and with pad == eos that drops the
+  `<|endoftext|>` ending each answer (host.data.DataCollatorForPhi explains and fixes it).
 
 `preprocess_phi` renders the conversation with the `phi` template, tokenizes it whole (as
 LLaVA does, image tokens by `tokenizer_image_token`), and derives the labels by tokenizing the
 prompt in pieces (prompt | answer | `<|endoftext|>` | prompt | ...); the pieces must re-assemble
 into exactly the whole tokenization, else the sample is reported (never silently masked).
-`DataCollatorForPhi` builds the attention mask from the true lengths.
 """
 from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -28,6 +25,7 @@ from llava.mm_utils import tokenizer_image_token
 
 from .._patching import original_of, replace_attr, when_imported
 from .conversation import conv_phi
+from .data import DataCollatorForPhi
 
 logger = logging.getLogger(__name__)
 
@@ -133,44 +131,6 @@ def _report_mismatch(prompt, whole, pieces, tokenizer, on_mismatch) -> List[int]
         raise ValueError(msg)
     logger.warning("%s -- all labels of this sample are masked", msg)
     return [IGNORE_INDEX] * len(whole)
-
-
-@dataclass
-class DataCollatorForPhi:
-    """Right-pad a batch; attention_mask from the true lengths, never from `ids != pad_token_id`.
-
-    With pad == eos (Phi-2), `<|endoftext|>` inside a sample stays attended, and so stays in the
-    inputs and labels after `prepare_inputs_labels_for_multimodal` drops unattended positions.
-    Same keys as LLaVA's collator: input_ids (B, L), labels (B, L), attention_mask (B, L) bool,
-    images (B, 3, H, W) when every image has one shape, else a list.
-    """
-
-    tokenizer: object
-
-    def __call__(self, instances: Sequence[Dict]) -> Dict[str, torch.Tensor]:
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            raise ValueError(f"tokenizer {getattr(self.tokenizer, 'name_or_path', '')!r} has no "
-                             f"pad token; set tokenizer.pad_token (Phi-2: <|endoftext|>)")
-        max_len = self.tokenizer.model_max_length
-        input_ids = [inst["input_ids"][:max_len] for inst in instances]
-        labels = [inst["labels"][:max_len] for inst in instances]
-        lengths = torch.tensor([len(ids) for ids in input_ids])  # (B,)
-        width = int(lengths.max())
-        batch_ids = torch.full((len(instances), width), pad_id, dtype=torch.long)  # (B, L)
-        batch_labels = torch.full((len(instances), width), IGNORE_INDEX, dtype=torch.long)  # (B, L)
-        for b, (ids, lab) in enumerate(zip(input_ids, labels)):
-            batch_ids[b, :len(ids)] = ids
-            batch_labels[b, :len(lab)] = lab
-        attention_mask = torch.arange(width)[None, :] < lengths[:, None]  # (B, L) bool
-        batch = dict(input_ids=batch_ids, labels=batch_labels, attention_mask=attention_mask)
-        if "image" in instances[0]:
-            images = [inst["image"] for inst in instances]
-            if all(x is not None and x.shape == images[0].shape for x in images):
-                batch["images"] = torch.stack(images)  # (B, 3, H, W)
-            else:
-                batch["images"] = images
-        return batch
 
 
 def preprocess(sources, tokenizer, has_image: bool = False):

@@ -15,29 +15,22 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import transformers
 
-from llava_hybrid import activate
+from llava_hybrid.checkpoint_files import last_complete_checkpoint, read_config, refuse_remote_code
 
-activate()  # llava.train needs the transformers patches before its dataclasses are subclassed below
-
-from llava import conversation as conversation_lib  # noqa: E402
-from llava.train import train as llava_train  # noqa: E402
-from llava.train.llava_trainer import LLaVATrainer  # noqa: E402
-
-from llava_hybrid.checkpoint_files import last_complete_checkpoint, read_config, refuse_remote_code  # noqa: E402
-
-from .builder import MODEL_CLASSES, dtype_kwargs, known_model_types, read_model_type  # noqa: E402
-from .saving import atomic_trainer_class, remove_unfinished_saves, save_final_model  # noqa: E402
-from .conversation import check_conv_mode  # noqa: E402
-from .siglip import resolve_tower_path  # noqa: E402
+from .builder import MODEL_CLASSES, dtype_kwargs, known_model_types, read_model_type
+from .conversation import check_conv_mode
+from .data import validate_data
+from .saving import atomic_trainer_class, remove_unfinished_saves, save_final_model
+from .siglip import resolve_tower_path
+from .training import lazy_attributes, llava_train, publish
 
 logger = logging.getLogger(__name__)
 
@@ -45,67 +38,45 @@ logger = logging.getLogger(__name__)
 # values LLaVA's and TinyLLaVA's fine-tuning scripts pass; LLaVA's dataclass defaults differ)
 MM_FLAG_DEFAULTS = {"mm_vision_select_layer": -2, "mm_projector_type": "mlp2x_gelu",
                     "mm_vision_select_feature": "patch"}
+ARGUMENT_CLASSES = ("ModelArguments", "DataArguments", "TrainingArguments")
 
 
-@dataclass
-class ModelArguments(llava_train.ModelArguments):
-    """LLaVA's model flags; phi defaults, and mm_* flags that default to the checkpoint's values."""
+@functools.lru_cache(maxsize=None)
+def argument_classes() -> tuple:
+    """(ModelArguments, DataArguments, TrainingArguments): LLaVA's flag dataclasses with this entry's defaults.
 
-    model_name_or_path: Optional[str] = field(default=None, metadata={"help": "checkpoint directory"})
-    version: Optional[str] = field(default="phi", metadata={"help": "conversation template"})
-    mm_vision_select_layer: Optional[int] = field(default=None)
-    mm_projector_type: Optional[str] = field(default=None)
-    mm_vision_select_feature: Optional[str] = field(default=None)
-    mm_use_im_patch_token: bool = field(default=False)
-    unfreeze_mm_vision_tower: bool = field(
-        default=False, metadata={"help": "train the vision tower too; it is saved to <output_dir>/vision_tower"})
-
-
-@dataclass
-class DataArguments(llava_train.DataArguments):
-    """LLaVA's data flags; --image_aspect_ratio defaults to the checkpoint's (else 'square')."""
-
-    image_aspect_ratio: Optional[str] = field(default=None)
-
-
-@dataclass
-class TrainingArguments(llava_train.TrainingArguments):
-    """LLaVA's training flags (--group_by_modality_length, --mm_projector_lr, ...)."""
-
-
-def validate_data(data_path: Optional[str], image_folder: Optional[str], show: int = 5) -> List[dict]:
-    """Load and check --data_path (LLaVA JSON) and every image it references; return the samples.
-
-    Raises ValueError naming --data_path / --image_folder: missing or malformed file, a sample
-    without a `conversations` list of {"from", "value"} turns, images referenced but no
-    --image_folder, or images missing from it (the first `show` listed).
+    Built on first use (they subclass llava.train.train's, see host.training) and then also this
+    module's attributes of the same names.
     """
-    if not data_path:
-        raise ValueError("--data_path is required (a LLaVA-format JSON list of samples)")
-    if not os.path.isfile(data_path):
-        raise ValueError(f"--data_path {data_path!r}: no such file")
-    try:
-        with open(data_path) as f:
-            samples = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--data_path {data_path!r}: malformed JSON ({err})") from err
-    if not isinstance(samples, list) or not samples:
-        raise ValueError(f"--data_path {data_path!r}: expected a non-empty JSON list of samples")
-    for i, sample in enumerate(samples):
-        turns = sample.get("conversations") if isinstance(sample, dict) else None
-        if not isinstance(turns, list) or not turns or not all(
-                isinstance(t, dict) and {"from", "value"} <= set(t) for t in turns):
-            raise ValueError(f"--data_path {data_path!r}: sample {i} lacks a 'conversations' list of "
-                             f"{{'from', 'value'}} turns: {str(sample)[:200]}")
-    images = [s["image"] for s in samples if "image" in s]
-    if images and not image_folder:
-        raise ValueError(f"--image_folder is required: {len(images)} samples of --data_path "
-                         f"{data_path!r} reference images")
-    missing = sorted({im for im in images if not os.path.isfile(os.path.join(image_folder or "", im))})
-    if missing:
-        raise ValueError(f"--image_folder {image_folder!r}: {len(missing)} of {len(set(images))} images "
-                         f"referenced by --data_path {data_path!r} are missing, e.g. {missing[:show]}")
-    return samples
+    base = llava_train()
+
+    @dataclass
+    class ModelArguments(base.ModelArguments):
+        """LLaVA's model flags; phi defaults, and mm_* flags that default to the checkpoint's values."""
+
+        model_name_or_path: Optional[str] = field(default=None, metadata={"help": "checkpoint directory"})
+        version: Optional[str] = field(default="phi", metadata={"help": "conversation template"})
+        mm_vision_select_layer: Optional[int] = field(default=None)
+        mm_projector_type: Optional[str] = field(default=None)
+        mm_vision_select_feature: Optional[str] = field(default=None)
+        mm_use_im_patch_token: bool = field(default=False)
+        unfreeze_mm_vision_tower: bool = field(
+            default=False, metadata={"help": "train the vision tower too; it is saved to <output_dir>/vision_tower"})
+
+    @dataclass
+    class DataArguments(base.DataArguments):
+        """LLaVA's data flags; --image_aspect_ratio defaults to the checkpoint's (else 'square')."""
+
+        image_aspect_ratio: Optional[str] = field(default=None)
+
+    @dataclass
+    class TrainingArguments(base.TrainingArguments):
+        """LLaVA's training flags (--group_by_modality_length, --mm_projector_lr, ...)."""
+
+    return publish(__name__, ModelArguments, DataArguments, TrainingArguments)
+
+
+__getattr__ = lazy_attributes(__name__, ARGUMENT_CLASSES, argument_classes)  # e.g. sft.TrainingArguments
 
 
 def load_tokenizer(model_args: ModelArguments, training_args: TrainingArguments):
@@ -244,7 +215,11 @@ def _check_mm_flags_match(model_args: ModelArguments, config) -> None:
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
     """Run SFT; return the LLaVATrainer (its `state.log_history` holds the logged losses)."""
-    llava_train.local_rank = training_args.local_rank
+    from llava import conversation as conversation_lib
+    from llava.train.llava_trainer import LLaVATrainer
+
+    base = llava_train()
+    base.local_rank = training_args.local_rank
     if training_args.lora_enable or training_args.bits in (4, 8):
         raise ValueError("--lora_enable / --bits 4|8 are not supported by this entry; use full or "
                          "--tune_mm_mlp_adapter / --freeze_backbone training")
@@ -260,7 +235,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     setup_vision(model, tokenizer, model_args, data_args, training_args,
                  has_images=any("image" in s for s in samples))
 
-    data_module = llava_train.make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
+    data_module = base.make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
     # tokenizer= (LLaVA's keyword): native up to 4.x, mapped to processing_class= by the 5.x patch
     # checkpoint-N and the final save are atomic and lane-portable (host/saving.py)
     trainer = atomic_trainer_class(LLaVATrainer)(model=model, args=training_args, tokenizer=tokenizer,
@@ -284,11 +259,13 @@ def trainer_tokenizer(trainer):
 
 def parse_args(argv: Optional[Sequence[str]] = None):
     """(ModelArguments, DataArguments, TrainingArguments) from LLaVA-style flags."""
-    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = transformers.HfArgumentParser(argument_classes())
     return parser.parse_args_into_dataclasses(args=None if argv is None else list(argv))
 
 
 def main(argv: Optional[Sequence[str]] = None):
-    """Entry point of scripts/train_sft.py: parse LLaVA-style flags and train."""
-    activate()
+    """Entry point of scripts/train_sft.py: activate the plugin, parse LLaVA-style flags, train."""
+    import llava_hybrid
+
+    llava_hybrid.activate()
     return train(*parse_args(argv))
