@@ -128,8 +128,10 @@ def test_trainable_parts_and_weight_decay_groups(assets):
     from llava.model.builder import load_pretrained_model
 
     _, teacher, _, _ = load_pretrained_model(assets["teacher"], None, "teacher", device="cpu")
-    m, d, t = parse_args(base_argv(assets, "unused"))
+    m, d, t = parse_args(base_argv(assets, "unused") + ["--mamba_chunk_size", "8"])
     student = build_distill_student(teacher, validate(m, d, t), m)
+    mixers = [layer.mamba for layer in student.get_model().layers if layer.is_mamba]
+    assert student.config.mamba_chunk_size == 8 and mixers and all(x.chunk_size == 8 for x in mixers)
     trained = {n for n, p in student.named_parameters() if p.requires_grad}
     assert trained and all((".mamba." in n and n.startswith(("model.layers.0.", "model.layers.2."))) or
                            "mm_projector" in n for n in trained)
@@ -142,3 +144,7 @@ def test_trainable_parts_and_weight_decay_groups(assets):
     kept = {names[id(p)] for p in no_decay["params"]}
     assert {"model.layers.0.mamba.A_log", "model.layers.0.mamba.D", "model.layers.0.mamba.dt_bias",
             "model.layers.0.mamba.norm.weight"} <= kept
+    # the rule is mamba_ssm's marker and the tensor's rank, not its name
+    marked = student.get_model().layers[0].mamba.in_proj.weight
+    marked._no_weight_decay = True
+    assert any(p is marked for p in optimizer_groups(student, 0.01)[1]["params"])

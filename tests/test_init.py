@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PhiConfig, PhiForCausalL
 from transformers.models.llama.modeling_llama import LlamaAttention
 from transformers.models.phi.modeling_phi import PhiAttention
 
-from llava_hybrid.hybrid.init import build_student, in_proj_rows, init_mamba_from_attention
+from llava_hybrid.hybrid.init import build_student, init_mamba_from_attention
 from llava_hybrid.mamba2.mixer import Mamba2Mixer
 
 HIDDEN, HEADS, HEAD_DIM = 32, 4, 8
@@ -49,7 +49,8 @@ def mixer_for(attn_config, bias=False):
 @torch.no_grad()
 def neutralise(mixer, d_xb):
     """A -> 0, dt -> 1, conv -> identity (no SiLU), D -> 0, gate/norm -> pass-through."""
-    rows = in_proj_rows(HEADS * HEAD_DIM, d_xb, HEADS)
+    rows = mixer.dims.in_proj_layout
+    assert rows["x"].stop - rows["x"].start == d_xb
     mixer.A_log.fill_(-1e4)  # A = -exp(A_log) = -0: no decay
     mixer.in_proj.weight[rows["dt"]].zero_()
     if mixer.in_proj.bias is not None:
@@ -149,7 +150,7 @@ def test_student_keeps_teacher_weights_and_copies_qkv(kind):
     for i in (0, 2):
         assert not any(k.startswith(f"model.layers.{i}.self_attn.") for k in s_sd)
         attn, mixer = teacher.model.layers[i].self_attn, student.model.layers[i].mamba
-        rows = in_proj_rows(attn.q_proj.out_features, attn.v_proj.out_features, HEADS)
+        rows = mixer.dims.in_proj_layout
         w = mixer.in_proj.weight
         assert torch.equal(w[rows["x"]], attn.v_proj.weight)
         assert torch.equal(w[rows["B"]], attn.k_proj.weight)
@@ -162,7 +163,7 @@ def test_random_init_ablation_and_seed_determinism():
     teacher = _teachers()["phi"]
     random_student = build_student(teacher, [1], init_from_attention=False, seed=0)
     attn, mixer = teacher.model.layers[1].self_attn, random_student.model.layers[1].mamba
-    rows = in_proj_rows(HIDDEN, HIDDEN, HEADS)
+    rows = mixer.dims.in_proj_layout
     assert not torch.allclose(mixer.in_proj.weight[rows["x"]], attn.v_proj.weight)
     assert not torch.allclose(mixer.in_proj.weight[rows["B"]], attn.k_proj.weight)
     assert not torch.allclose(mixer.in_proj.weight[rows["C"]], attn.q_proj.weight)
@@ -210,7 +211,7 @@ def test_build_student_carry_bias_puts_phi_biases_in_the_mixer():
     student = build_student(teacher, [2], carry_bias=True, seed=0)
     assert student.config.mamba_carry_bias is True
     attn, mixer = teacher.model.layers[2].self_attn, student.model.layers[2].mamba
-    rows = in_proj_rows(HIDDEN, HIDDEN, HEADS)
+    rows = mixer.dims.in_proj_layout
     assert torch.equal(mixer.in_proj.bias[rows["x"]], attn.v_proj.bias)
     assert torch.equal(mixer.in_proj.bias[rows["B"]], attn.k_proj.bias)
     assert torch.equal(mixer.in_proj.bias[rows["C"]], attn.q_proj.bias)

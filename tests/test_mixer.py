@@ -47,12 +47,12 @@ def test_gqa_shapes_and_bias():
 
 def test_gqa_head_reads_its_kv_head():
     m = tiny(n_heads=4, head_dim=2, n_kv_heads=2, d_model=8)
-    xbc = torch.arange(m.conv_dim, dtype=torch.float32)  # x | B | C, distinct values
+    xbc = torch.arange(m.dims.conv_dim, dtype=torch.float32)  # x | B | C, distinct values
     x, B, C = m._split_xbc(xbc)
-    kv_x = xbc[: m.d_xb].reshape(2, 2)
+    kv_x = xbc[: m.dims.d_xb].reshape(2, 2)
     assert torch.equal(x, kv_x[[0, 0, 1, 1]])  # head i <- kv head i // 2
-    assert torch.equal(B, xbc[m.d_xb: m.d_xb + m.d_B].reshape(2, 2)[[0, 0, 1, 1]])
-    assert torch.equal(C, xbc[m.d_xb + m.d_B:].reshape(4, 2))
+    assert torch.equal(B, xbc[m.dims.d_xb: m.dims.d_xb + m.dims.d_B].reshape(2, 2)[[0, 0, 1, 1]])
+    assert torch.equal(C, xbc[m.dims.d_xb + m.dims.d_B:].reshape(4, 2))
 
 
 @pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 4, "bias": True}, {"d_state": 6}])
@@ -113,7 +113,7 @@ def test_state_shapes_do_not_depend_on_length():
             m(torch.randn(2, length, 32), state=s)
         shapes.append((tuple(s.conv.shape), tuple(s.ssm.shape), s.nbytes()))
     assert shapes[0] == shapes[1]
-    assert shapes[0][:2] == ((2, m.conv_dim, 4), (2, 4, 8, 8))
+    assert shapes[0][:2] == ((2, m.dims.conv_dim, 4), (2, 4, 8, 8))
     assert isinstance(s, Mamba2State) and s.ssm.dtype == torch.float32
 
 
@@ -248,3 +248,42 @@ def test_ops_conv_step_and_gated_norm():
     assert torch.allclose(out, gated / gated.pow(2).mean(-1, keepdim=True).sqrt(), atol=1e-5)
     with pytest.raises(ValueError, match="group_size=3"):
         RMSNormGated(8, group_size=3)
+
+
+def test_dims_are_the_one_layout_of_mixer_state_and_parameters():
+    from llava_hybrid.mamba2 import Mamba2Dims
+
+    dims = Mamba2Dims.of(32, 4, 8, n_kv_heads=2, d_state=6)
+    m = Mamba2Mixer.from_dims(dims, bias=True, chunk_size=4, backend="torch")
+    assert m.dims == dims and m.in_proj.out_features == dims.d_in_proj == 32 + (16 + 12 + 24) + 4
+    assert [s.stop - s.start for s in dims.in_proj_layout.values()] == [32, 16, 12, 24, 4]
+    assert sum(p.numel() for p in m.parameters()) == dims.param_count(bias=True)
+    state = m.allocate_state(3)
+    assert state.conv.shape == dims.conv_state_shape(3) and state.ssm.shape == dims.ssm_state_shape(3)
+    assert state.nbytes() == 3 * dims.state_bytes(conv_dtype_bytes=4)
+    with pytest.raises(ValueError, match="multiple of n_kv_heads"):
+        Mamba2Dims.of(32, 4, 8, n_kv_heads=3)
+    with pytest.raises(ValueError, match="d_state=0"):
+        Mamba2Dims.of(32, 4, 8, d_state=0)
+
+
+def test_a_given_op_table_replaces_the_resolved_one():
+    from dataclasses import replace
+
+    from llava_hybrid.mamba2 import TORCH_OPS, ssd_sequential
+
+    calls = []
+
+    def sequential_scan(*args):
+        calls.append(args[0].shape)
+        return ssd_sequential(*args)
+
+    m = tiny()
+    custom = tiny(backend=replace(TORCH_OPS, name="sequential", scan=sequential_scan))
+    custom.load_state_dict(m.state_dict())
+    x = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        assert rel_err(custom(x), m(x)) < 1e-5
+    assert calls == [(2, 9, 4, 8)]
+    with pytest.raises(ValueError, match="mamba_backend="):
+        tiny(backend=object())

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from llava_hybrid.hybrid.configuration import head_dim_of, model_family
+from llava_hybrid.hybrid.configuration import head_dim_of, mamba_dims, model_family
 
 _DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2}
 
@@ -43,21 +43,13 @@ def layer_param_counts(config) -> dict[str, int]:
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     hd = head_dim_of(config)
-    d_state = getattr(config, "mamba_d_state", None) or hd
-    d_conv = getattr(config, "mamba_d_conv", 4)
-    mamba_bias = bool(getattr(config, "mamba_carry_bias", False))
 
     # attention: q (D -> H*hd), k, v (D -> KV*hd), output (H*hd -> D); Phi has biases on all four
     attention = d * heads * hd * 2 + d * kv_heads * hd * 2
     if phi:
         attention += heads * hd + 2 * kv_heads * hd + d
-    # Mamba-2 mixer: in_proj rows [z | x | B | C | dt], depthwise conv (+bias), dt_bias, A_log, D, norm, out_proj
-    d_inner = heads * hd
-    conv_dim = kv_heads * hd + kv_heads * d_state + heads * d_state
-    in_rows = d_inner + conv_dim + heads
-    mamba = d * in_rows + conv_dim * (d_conv + 1) + 3 * heads + d_inner + d_inner * d
-    if mamba_bias:
-        mamba += in_rows + d
+    # Mamba-2 mixer (the sizes of mamba2/dims.py)
+    mamba = mamba_dims(config).param_count(bias=bool(getattr(config, "mamba_carry_bias", False)))
     # MLP and norms: Phi fc1/fc2 with biases + one LayerNorm; Llama gate/up/down + two RMSNorms
     if phi:
         mlp_norms = 2 * d * inter + inter + d + 2 * d
@@ -82,12 +74,7 @@ def param_count(config) -> int:
 
 def mamba_state_bytes(config, dtype) -> int:
     """One Mamba layer's decode state for one sequence: conv (model dtype) + ssm (fp32)."""
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    hd = head_dim_of(config)
-    d_state = getattr(config, "mamba_d_state", None) or hd
-    conv_dim = kv_heads * hd + kv_heads * d_state + heads * d_state
-    return conv_dim * getattr(config, "mamba_d_conv", 4) * dtype_bytes(dtype) + heads * hd * d_state * 4
+    return mamba_dims(config).state_bytes(dtype_bytes(dtype))
 
 
 def kv_bytes_per_token(config, dtype) -> int:

@@ -34,7 +34,6 @@ from llava_hybrid.host.saving import AtomicCheckpointMixin, remove_unfinished_sa
 from llava_hybrid.hybrid.init import decoder_layers
 
 logger = logging.getLogger(__name__)
-NO_DECAY_NAMES = ("dt_bias", "A_log", ".D", "norm", "bias")  # section 4.1: no weight decay on these
 
 
 @contextmanager
@@ -133,11 +132,13 @@ def set_trainable(student: nn.Module, parts: Sequence[str]) -> List[str]:
 
 
 def optimizer_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
-    """AdamW groups over the trainable parameters: decay on weight matrices, none on NO_DECAY_NAMES."""
+    """AdamW groups over the trainable parameters (section 4.1): no weight decay on what mamba_ssm marks
+    `_no_weight_decay` (dt_bias, A_log, D) nor on any vector (biases, norm weights); decay on the rest."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
-            (no_decay if any(s in name for s in NO_DECAY_NAMES) else decay).append(p)
+            rank = len(getattr(p, "ds_shape", p.shape))  # a ZeRO-3 partitioned parameter keeps its shape there
+            (no_decay if getattr(p, "_no_weight_decay", False) or rank < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
@@ -238,15 +239,11 @@ def build_distill_student(teacher: nn.Module, plan: DistillPlan, model_args) -> 
     from llava_hybrid.host.siglip import resolve_tower_path
 
     student = build_llava_student(teacher, plan.mamba_layers, init_from_attention=model_args.init_from_attention,
-                            carry_bias=model_args.mamba_carry_bias, seed=0)
+                                  carry_bias=model_args.mamba_carry_bias, seed=0,
+                                  chunk_size=model_args.mamba_chunk_size)
     tower = getattr(teacher.config, "mm_vision_tower", None)
     if tower:
         student.config.mm_vision_tower = os.path.abspath(resolve_tower_path(str(tower), teacher.config))
-    if model_args.mamba_chunk_size:
-        student.config.mamba_chunk_size = model_args.mamba_chunk_size
-        for module in student.modules():
-            if hasattr(module, "chunk_size") and hasattr(module, "A_log"):
-                module.chunk_size = model_args.mamba_chunk_size
     student.config.use_cache = False
     set_trainable(student, plan.trainable)
     return student.train()

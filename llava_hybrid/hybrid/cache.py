@@ -15,20 +15,7 @@ import torch
 
 from llava_hybrid.mamba2.mixer import Mamba2State
 
-from .configuration import head_dim_of
-
-
-def mamba_state_shapes(config, batch_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(conv shape, ssm shape) of one Mamba layer's state, from the config (same rule as Mamba2Mixer).
-
-    conv_dim = x (kv_heads*head_dim) + B (kv_heads*d_state) + C (heads*d_state).
-    """
-    heads = config.num_attention_heads
-    kv_heads = config.num_key_value_heads or heads
-    hd = head_dim_of(config)
-    d_state = config.mamba_d_state or hd
-    conv_dim = kv_heads * hd + kv_heads * d_state + heads * d_state
-    return (batch_size, conv_dim, config.mamba_d_conv), (batch_size, heads, hd, d_state)
+from .configuration import head_dim_of, mamba_dims
 
 
 class HybridCache:
@@ -43,16 +30,12 @@ class HybridCache:
         self.length = 0
         kv_heads = config.num_key_value_heads or config.num_attention_heads
         kv_shape = (batch_size, kv_heads, max_length, head_dim_of(config))
-        mamba = set(config.mamba_layers)
+        mamba, dims = set(config.mamba_layers), mamba_dims(config)  # the mixers' own sizes
         self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.ssm: dict[int, Mamba2State] = {}
         for i in range(config.num_hidden_layers):
             if i in mamba:
-                conv_shape, ssm_shape = mamba_state_shapes(config, batch_size)
-                self.ssm[i] = Mamba2State(
-                    conv=torch.zeros(conv_shape, device=device, dtype=dtype),
-                    ssm=torch.zeros(ssm_shape, device=device, dtype=torch.float32),
-                )
+                self.ssm[i] = Mamba2State.zeros(dims, batch_size, device=device, dtype=dtype)
             else:
                 self.kv[i] = (
                     torch.zeros(kv_shape, device=device, dtype=dtype),

@@ -19,8 +19,10 @@ from __future__ import annotations
 import transformers
 from transformers import LlamaConfig, PhiConfig
 
+from llava_hybrid.mamba2.backend import BACKENDS as MAMBA_BACKENDS
+from llava_hybrid.mamba2.dims import Mamba2Dims
+
 _DATACLASS_CONFIGS = int(transformers.__version__.split(".")[0]) >= 5
-MAMBA_BACKENDS = ("auto", "torch", "cuda")
 _HYBRID_DEFAULTS = dict(
     mamba_layers=None,
     mamba_d_state=None,
@@ -57,6 +59,15 @@ def model_family(config) -> str:
 def head_dim_of(config) -> int:
     """Per-head width: config.head_dim when set (Llama 5.x), else hidden_size // num_attention_heads."""
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def mamba_dims(config) -> Mamba2Dims:
+    """Sizes of the Mamba-2 mixer that replaces a layer's attention: its heads, kv heads and head_dim,
+    d_state = config.mamba_d_state or head_dim, d_conv = config.mamba_d_conv (4 for a plain teacher config)."""
+    heads = config.num_attention_heads
+    return Mamba2Dims.of(config.hidden_size, heads, head_dim_of(config),
+                         n_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+                         d_state=getattr(config, "mamba_d_state", None), d_conv=getattr(config, "mamba_d_conv", 4))
 
 
 def check_hybrid_config(config) -> None:

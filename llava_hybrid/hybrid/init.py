@@ -72,16 +72,6 @@ class WeightCopy(NamedTuple):
     src: str
 
 
-def in_proj_rows(d_inner: int, d_xb: int, n_heads: int) -> Dict[str, slice]:
-    """Row blocks of the mixer's in_proj: [z (d_inner) | x (d_xb) | B (d_xb) | C (d_inner) | dt (n_heads)]."""
-    sizes = [("z", d_inner), ("x", d_xb), ("B", d_xb), ("C", d_inner), ("dt", n_heads)]
-    rows, start = {}, 0
-    for name, size in sizes:
-        rows[name] = slice(start, start + size)
-        start += size
-    return rows
-
-
 def attention_output_name(attn: nn.Module) -> str:
     """The attention's output projection: Phi calls it `dense`, Llama `o_proj`."""
     for name in ("dense", "o_proj"):
@@ -112,18 +102,17 @@ def attention_to_mamba_map(attn: nn.Module, carry_bias: bool = False) -> List[We
     return entries
 
 
-def _mixer_sizes(mixer: nn.Module, attn: nn.Module) -> Dict[str, int]:
-    """d_inner, d_xb, n_heads read off the parameters (no reliance on attribute names)."""
-    d_inner = attn.q_proj.out_features  # n_heads * head_dim
-    d_xb = attn.v_proj.out_features  # n_kv_heads * head_dim
-    n_heads = mixer.A_log.numel()
-    expected = 2 * d_inner + 2 * d_xb + n_heads
-    if mixer.in_proj.out_features != expected:
+def _in_proj_rows(mixer: nn.Module, attn: nn.Module) -> Dict[str, slice]:
+    """The mixer's in_proj row blocks (mamba2.dims), once its x / B / C blocks are checked to have the rows
+    of the attention's v / k / q projections (Eq. 6 copies whole blocks)."""
+    sizes = mixer.dims.in_proj_sizes
+    wanted = {"x": attn.v_proj.out_features, "B": attn.k_proj.out_features, "C": attn.q_proj.out_features}
+    if any(sizes[block] != rows for block, rows in wanted.items()):
         raise ValueError(
-            f"mixer in_proj has {mixer.in_proj.out_features} rows but the attention implies {expected} "
-            f"(2*{d_inner} + 2*{d_xb} + {n_heads}); build the mixer with the attention's heads, kv heads and "
-            "head_dim, and d_state = head_dim")
-    return {"d_inner": d_inner, "d_xb": d_xb, "n_heads": n_heads}
+            f"mixer in_proj rows x/B/C = {sizes['x']}/{sizes['B']}/{sizes['C']} but the attention's v/k/q "
+            f"projections have {wanted['x']}/{wanted['B']}/{wanted['C']}; build the mixer with the attention's "
+            "heads, kv heads and head_dim, and d_state = head_dim")
+    return mixer.dims.in_proj_layout
 
 
 def reset_mamba(mixer: nn.Module, seed: int = 0) -> None:
@@ -145,7 +134,7 @@ def init_mamba_from_attention(mixer: nn.Module, attn: nn.Module, carry_bias: boo
         raise ValueError("carry_bias=True needs a mixer built with bias=True (config mamba_carry_bias=True)")
     if carry_bias and attn.q_proj.bias is None:
         raise ValueError(f"carry_bias=True but {type(attn).__name__} has no q/k/v biases")
-    rows = in_proj_rows(**_mixer_sizes(mixer, attn))
+    rows = _in_proj_rows(mixer, attn)
     entries = attention_to_mamba_map(attn, carry_bias)
     # 1. resolve and shape-check every entry before writing anything
     plan = []
@@ -221,13 +210,13 @@ def neutralise_mixer(mixer: nn.Module, u_mean: torch.Tensor, decay, conv_scale=N
     in_proj's x/B/C rows and out_proj alone otherwise; the norm weight is set to 1.
     """
     rows = mixer.in_proj_layout
-    h = mixer.n_heads
+    h = mixer.dims.n_heads
     decay = torch.as_tensor(decay, dtype=torch.float32).expand(h).clamp(1e-6, 1 - 1e-6)  # (H,)
     # 1. conv: identity kernel (the causal conv's last tap is the current token), scaled per block
     s_x, s_bc = conv_scale
     kernel = torch.zeros_like(mixer.conv1d.weight)                     # (conv_dim, 1, d_conv)
-    kernel[: mixer.d_xb, 0, -1] = s_x
-    kernel[mixer.d_xb:, 0, -1] = s_bc
+    kernel[: mixer.dims.d_xb, 0, -1] = s_x
+    kernel[mixer.dims.d_xb:, 0, -1] = s_bc
     mixer.conv1d.weight.copy_(kernel)
     if mixer.conv1d.bias is not None:
         mixer.conv1d.bias.zero_()
@@ -278,7 +267,7 @@ def calibrate_mixer(mixer: nn.Module, io: AttentionIO, search: bool = True) -> D
     """"attention_neutral" (search=False: fixed decay and conv scale, norm weight 1) or
     "attention_calibrated" (search=True: conv scales and per-head decay from the grids, norm weight by
     least squares) on one mixer that already holds the Eq. 6 copies. Returns what was chosen and the fit."""
-    h, p = mixer.n_heads, mixer.head_dim
+    h, p = mixer.dims.n_heads, mixer.dims.head_dim
     u_mean = io.u.flatten(0, 1).mean(0)                                 # (D,)
     a = io.a.unflatten(-1, (h, p))                                      # (B, L, H, P)
     gate_positive = float(((io.u @ u_mean) > 0).float().mean())
@@ -330,7 +319,8 @@ def _student_class(family: str):
     return {"phi": HybridPhiForCausalLM, "llama": HybridLlamaForCausalLM}[family]
 
 
-def student_config(teacher_config, config_cls, mamba_layers: Sequence[int], carry_bias: bool):
+def student_config(teacher_config, config_cls, mamba_layers: Sequence[int], carry_bias: bool,
+                   chunk_size: Optional[int] = None):
     """A student config: every teacher field (LLaVA's mm_* included) plus the hybrid fields."""
     fields = teacher_config.to_dict()
     for key in ("model_type", "architectures", "transformers_version", "auto_map"):
@@ -340,6 +330,8 @@ def student_config(teacher_config, config_cls, mamba_layers: Sequence[int], carr
                          "pass an all-attention teacher")
     fields["mamba_layers"] = sorted(int(i) for i in mamba_layers)
     fields["mamba_carry_bias"] = bool(carry_bias)
+    if chunk_size is not None:
+        fields["mamba_chunk_size"] = int(chunk_size)
     return config_cls(**fields)
 
 
@@ -350,9 +342,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 @torch.no_grad()
 def build_student(teacher: nn.Module, mamba_layers: Sequence[int], *, init_from_attention: bool = True,
-                  carry_bias: bool = False, seed: int = 0, student_class: Optional[type] = None,
-                  adopt: Optional[Dict[str, nn.Module]] = None, init: Optional[str] = None,
-                  calibration: Optional[Dict] = None) -> nn.Module:
+                  carry_bias: bool = False, seed: int = 0, chunk_size: Optional[int] = None,
+                  student_class: Optional[type] = None, adopt: Optional[Dict[str, nn.Module]] = None,
+                  init: Optional[str] = None, calibration: Optional[Dict] = None) -> nn.Module:
     """The hybrid student of `teacher` with the attention of `mamba_layers` replaced by Mamba-2.
 
     teacher: transformers PhiForCausalLM / LlamaForCausalLM or the project's all-attention hybrid
@@ -367,7 +359,8 @@ def build_student(teacher: nn.Module, mamba_layers: Sequence[int], *, init_from_
     or "random" when init_from_attention=False (the paper's ablation). "attention_neutral" and
     "attention_calibrated" need `calibration`: the teacher's forward kwargs on a calibration batch
     (e.g. {"input_ids": (B, L)}); what each layer chose and how well its mixer reproduces the attention's
-    output there are kept in `student.mamba_init_report`.
+    output there are kept in `student.mamba_init_report`. chunk_size: the SSD chunk length (config
+    mamba_chunk_size; default the config's 64).
     Returns the student in eval mode, on the teacher's device and dtype.
     """
     init = init or ("attention" if init_from_attention else "random")
@@ -382,7 +375,7 @@ def build_student(teacher: nn.Module, mamba_layers: Sequence[int], *, init_from_
         raise ValueError(f"build_student: mamba_layers {list(mamba_layers)} must be a non-empty subset of "
                          f"0..{num_layers - 1}")
     model_cls = student_class or _student_class(model_family(teacher.config))
-    config = student_config(teacher.config, model_cls.config_class, mamba_layers, carry_bias)
+    config = student_config(teacher.config, model_cls.config_class, mamba_layers, carry_bias, chunk_size)
     student = model_cls(config)
     for path, module in (adopt or {}).items():
         parent, _, name = path.rpartition(".")

@@ -17,7 +17,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from llava_hybrid.mamba2.mixer import Mamba2Mixer
 
 from .cache import HybridCache
-from .configuration import check_hybrid_config, head_dim_of
+from .configuration import check_hybrid_config, mamba_dims
 from .layers import RMSNorm, left_align
 
 IGNORE_INDEX = -100
@@ -25,19 +25,9 @@ _TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 
 
 def build_mamba_mixer(config, layer_idx: int) -> nn.Module:
-    """The Mamba-2 mixer that replaces a layer's attention (shapes from the attention it replaces)."""
-    return Mamba2Mixer(
-        d_model=config.hidden_size,
-        n_heads=config.num_attention_heads,
-        head_dim=head_dim_of(config),
-        n_kv_heads=config.num_key_value_heads or config.num_attention_heads,
-        d_state=config.mamba_d_state,
-        d_conv=config.mamba_d_conv,
-        chunk_size=config.mamba_chunk_size,
-        bias=config.mamba_carry_bias,
-        layer_idx=layer_idx,
-        backend=config.mamba_backend,
-    )
+    """The Mamba-2 mixer that replaces a layer's attention (sizes: configuration.mamba_dims)."""
+    return Mamba2Mixer.from_dims(mamba_dims(config), chunk_size=config.mamba_chunk_size,
+                                 bias=config.mamba_carry_bias, layer_idx=layer_idx, backend=config.mamba_backend)
 
 
 class HybridDecoderLayer(nn.Module):
@@ -208,12 +198,7 @@ class HybridCausalLMBase(HybridPreTrainedModel):
     def allocate_cache(self, batch_size: int, max_length: int, device=None, dtype=None) -> HybridCache:
         """A HybridCache for this model (device/dtype default to the embedding's)."""
         weight = self.get_input_embeddings().weight
-        cache = HybridCache(self.config, batch_size, max_length, device or weight.device, dtype or weight.dtype)
-        for i, state in cache.ssm.items():  # the config-derived shapes are the mixers' own
-            mixer = self.model.layers[i].mamba
-            assert state.conv.shape[1:] == (mixer.conv_dim, mixer.d_conv), (state.conv.shape, mixer)
-            assert state.ssm.shape[1:] == (mixer.n_heads, mixer.head_dim, mixer.d_state), (state.ssm.shape, mixer)
-        return cache
+        return HybridCache(self.config, batch_size, max_length, device or weight.device, dtype or weight.dtype)
 
     def forward(
         self,

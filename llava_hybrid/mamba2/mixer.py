@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backend import BACKENDS, cuda_kernels, resolve_backend
-from .ops import RMSNormGated, causal_conv1d, causal_conv1d_step
-from .ssd import compute_dtype, ssd_chunked, ssd_step
+from .backend import Backend, check_backend, resolve_ops
+from .dims import Mamba2Dims
+from .ssd import compute_dtype
 
-__all__ = ["Mamba2Mixer", "Mamba2State"]
+__all__ = ["Mamba2Mixer", "Mamba2State", "RMSNormGated"]
 
 
 @dataclass
@@ -36,6 +36,12 @@ class Mamba2State:
     conv: Tensor
     ssm: Tensor
     seen_tokens: int = 0
+
+    @classmethod
+    def zeros(cls, dims: Mamba2Dims, batch_size: int, device=None, dtype=torch.float32) -> "Mamba2State":
+        """A fresh state for a mixer of `dims`: conv in `dtype` (the model's), ssm in fp32."""
+        return cls(conv=torch.zeros(dims.conv_state_shape(batch_size), device=device, dtype=dtype),
+                   ssm=torch.zeros(dims.ssm_state_shape(batch_size), device=device, dtype=torch.float32))
 
     def nbytes(self) -> int:
         """Bytes held by the two state tensors."""
@@ -53,10 +59,43 @@ class Mamba2State:
         self.ssm.copy_(self.ssm.index_select(0, batch_idx))
 
 
+class RMSNormGated(nn.Module):
+    """Gated RMSNorm of Mamba-2, normalised per group of `group_size` channels (the op table's gated_norm).
+
+    norm_before_gate=False (Mamba-2's default): y = rmsnorm(x * silu(z)) * weight.
+    norm_before_gate=True: y = rmsnorm(x) * weight * silu(z). Computed in fp32, returned in x's dtype.
+    `backend` (set at construction, like the mixer's) picks the kernel for the input's device.
+    """
+
+    def __init__(self, d: int, eps: float = 1e-5, group_size: int | None = None, norm_before_gate: bool = False,
+                 backend: Backend = "auto", device=None, dtype=None):
+        super().__init__()
+        group_size = d if group_size is None else group_size
+        if group_size < 1 or d % group_size != 0:
+            raise ValueError(f"group_size={group_size} must divide the normalised size d={d}")
+        check_backend(backend)
+        self.d, self.eps, self.group_size, self.norm_before_gate = d, eps, group_size, norm_before_gate
+        self.backend = backend
+        self.weight = nn.Parameter(torch.ones(d, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        """Weight to ones."""
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
+        """x, z: (..., d) -> (..., d)."""
+        ops = resolve_ops(self.backend, x.device)
+        return ops.gated_norm(x, z, self.weight, self.eps, self.group_size, self.norm_before_gate)
+
+    def extra_repr(self) -> str:
+        return f"{self.d}, eps={self.eps}, group_size={self.group_size}, norm_before_gate={self.norm_before_gate}"
+
+
 class Mamba2Mixer(nn.Module):
-    """Mamba-2 token mixer, (B, L, d_model) -> (B, L, d_model).
+    """Mamba-2 token mixer, (B, L, d_model) -> (B, L, d_model); sizes in `self.dims` (mamba2/dims.py).
 
     d_inner = n_heads * head_dim; d_xb = n_kv_heads * head_dim; d_state defaults to head_dim.
+    Shapes below: H heads, P head_dim, N d_state, K d_conv.
     """
 
     def __init__(
@@ -73,57 +112,44 @@ class Mamba2Mixer(nn.Module):
         bias: bool = False,
         norm_eps: float = 1e-5,
         layer_idx: int | None = None,
-        backend: str = "auto",
+        backend: Backend = "auto",
         device=None,
         dtype=None,
     ):
         super().__init__()
-        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        d_state = head_dim if d_state is None else d_state
-        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("head_dim", head_dim),
-                            ("n_kv_heads", n_kv_heads), ("d_state", d_state), ("d_conv", d_conv),
-                            ("chunk_size", chunk_size)):
-            if value < 1:
-                raise ValueError(f"Mamba2Mixer {name}={value} must be >= 1")
-        if n_heads % n_kv_heads != 0:
-            raise ValueError(f"Mamba2Mixer n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
-        if backend not in BACKENDS:
-            raise ValueError(f"mamba_backend={backend!r} is not one of {BACKENDS}")
+        dims = Mamba2Dims.of(d_model, n_heads, head_dim, n_kv_heads, d_state, d_conv)
+        if chunk_size < 1:
+            raise ValueError(f"Mamba2Mixer chunk_size={chunk_size} must be >= 1")
+        check_backend(backend)
         kw = {"device": device, "dtype": dtype}
-        self.d_model, self.n_heads, self.head_dim, self.n_kv_heads = d_model, n_heads, head_dim, n_kv_heads
-        self.d_state, self.d_conv, self.chunk_size = d_state, d_conv, chunk_size
-        self.layer_idx, self.backend = layer_idx, backend
-        self.d_inner = n_heads * head_dim
-        self.d_xb = n_kv_heads * head_dim
-        self.d_B = n_kv_heads * d_state  # == d_xb when d_state == head_dim
-        self.d_C = n_heads * d_state  # == d_inner when d_state == head_dim
-        self.conv_dim = self.d_xb + self.d_B + self.d_C
+        self.dims, self.chunk_size, self.layer_idx, self.backend = dims, chunk_size, layer_idx, backend
 
         # in_proj rows: [z (d_inner) | x (d_xb) | B (d_B) | C (d_C) | dt (n_heads)]
-        self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + n_heads, bias=bias, **kw)
+        self.in_proj = nn.Linear(d_model, dims.d_in_proj, bias=bias, **kw)
         # depthwise causal conv over x|B|C; weight (conv_dim, 1, d_conv)
-        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim,
-                                padding=d_conv - 1, bias=conv_bias, **kw)
+        self.conv1d = nn.Conv1d(dims.conv_dim, dims.conv_dim, d_conv, groups=dims.conv_dim, padding=d_conv - 1,
+                                bias=conv_bias, **kw)
         self.act = nn.SiLU()
-        self.dt_bias = nn.Parameter(torch.empty(n_heads, **kw))  # (H,) softplus^-1 of the initial dt
-        self.A_log = nn.Parameter(torch.empty(n_heads, **kw))  # (H,) A = -exp(A_log)
-        self.D = nn.Parameter(torch.empty(n_heads, **kw))  # (H,) skip connection
+        self.dt_bias = nn.Parameter(torch.empty(dims.n_heads, **kw))  # (H,) softplus^-1 of the initial dt
+        self.A_log = nn.Parameter(torch.empty(dims.n_heads, **kw))  # (H,) A = -exp(A_log)
+        self.D = nn.Parameter(torch.empty(dims.n_heads, **kw))  # (H,) skip connection
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True
-        self.norm = RMSNormGated(self.d_inner, eps=norm_eps, group_size=head_dim, norm_before_gate=False, **kw)
-        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **kw)
+        self.norm = RMSNormGated(dims.d_inner, eps=norm_eps, group_size=dims.head_dim, norm_before_gate=False,
+                                 backend=backend, **kw)
+        self.out_proj = nn.Linear(dims.d_inner, d_model, bias=bias, **kw)
         self.reset_parameters()
+
+    @classmethod
+    def from_dims(cls, dims: Mamba2Dims, **kwargs) -> "Mamba2Mixer":
+        """A mixer of the given sizes; kwargs: chunk_size, conv_bias, bias, norm_eps, layer_idx, backend, ..."""
+        return cls(dims.d_model, dims.n_heads, dims.head_dim, dims.n_kv_heads, d_state=dims.d_state,
+                   d_conv=dims.d_conv, **kwargs)
 
     @property
     def in_proj_layout(self) -> dict[str, slice]:
         """Row ranges of in_proj's packed output, in order: z, x, B, C, dt (x ~ V, B ~ K, C ~ Q)."""
-        sizes = {"z": self.d_inner, "x": self.d_xb, "B": self.d_B, "C": self.d_C, "dt": self.n_heads}
-        layout, start = {}, 0
-        for name, size in sizes.items():
-            layout[name] = slice(start, start + size)
-            start += size
-        assert start == self.in_proj.out_features
-        return layout
+        return self.dims.in_proj_layout
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -143,6 +169,7 @@ class Mamba2Mixer(nn.Module):
         def uniform(shape, low: float, high: float) -> Tensor:
             return torch.rand(shape, generator=generator, dtype=torch.float32) * (high - low) + low
 
+        h = self.dims.n_heads
         for module in (self.in_proj, self.conv1d, self.out_proj):
             fan_in = module.weight[0].numel()  # in_features, or in_channels / groups * kernel
             bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform(a=sqrt(5)) and the bias bound agree
@@ -150,30 +177,36 @@ class Mamba2Mixer(nn.Module):
             if module.bias is not None:
                 fill(module.bias, uniform(module.bias.shape, -bound, bound))
         dt_min, dt_max, dt_floor = 1e-3, 1e-1, 1e-4
-        dt = torch.exp(uniform(self.n_heads, math.log(dt_min), math.log(dt_max))).clamp(min=dt_floor)
+        dt = torch.exp(uniform(h, math.log(dt_min), math.log(dt_max))).clamp(min=dt_floor)
         fill(self.dt_bias, dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-        fill(self.A_log, torch.log(uniform(self.n_heads, 1.0, 16.0)))
-        fill(self.D, torch.ones(self.n_heads))
-        fill(self.norm.weight, torch.ones(self.d_inner))
+        fill(self.A_log, torch.log(uniform(h, 1.0, 16.0)))
+        fill(self.D, torch.ones(h))
+        fill(self.norm.weight, torch.ones(self.dims.d_inner))
 
     # ------------------------------------------------------------------ state
     def allocate_state(self, batch_size: int, device=None, dtype=None) -> Mamba2State:
         """A fresh zero state: conv (B, conv_dim, d_conv) in `dtype` (default: the conv weight's), ssm fp32."""
         device = self.conv1d.weight.device if device is None else device
         dtype = self.conv1d.weight.dtype if dtype is None else dtype
-        conv = torch.zeros(batch_size, self.conv_dim, self.d_conv, device=device, dtype=dtype)
-        ssm = torch.zeros(batch_size, self.n_heads, self.head_dim, self.d_state, device=device, dtype=torch.float32)
-        return Mamba2State(conv=conv, ssm=ssm)
+        return Mamba2State.zeros(self.dims, batch_size, device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ forward
     def _split_xbc(self, xBC: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(..., conv_dim) -> x (..., H, P), B (..., H, N), C (..., H, N), x and B repeated kv -> heads."""
-        x, B, C = torch.split(xBC, [self.d_xb, self.d_B, self.d_C], dim=-1)
-        rep = self.n_heads // self.n_kv_heads
-        x = x.unflatten(-1, (self.n_kv_heads, self.head_dim)).repeat_interleave(rep, dim=-2)  # (..., H, P)
-        B = B.unflatten(-1, (self.n_kv_heads, self.d_state)).repeat_interleave(rep, dim=-2)  # (..., H, N)
-        C = C.unflatten(-1, (self.n_heads, self.d_state))  # (..., H, N)
+        d = self.dims
+        x, B, C = torch.split(xBC, [d.d_xb, d.d_B, d.d_C], dim=-1)
+        x = x.unflatten(-1, (d.n_kv_heads, d.head_dim)).repeat_interleave(d.heads_per_kv, dim=-2)  # (..., H, P)
+        B = B.unflatten(-1, (d.n_kv_heads, d.d_state)).repeat_interleave(d.heads_per_kv, dim=-2)  # (..., H, N)
+        C = C.unflatten(-1, (d.n_heads, d.d_state))  # (..., H, N)
         return x, B, C
+
+    def _ssm_params(self, dt: Tensor, mask: Tensor | None, like: Tensor) -> tuple[Tensor, Tensor]:
+        """dt (..., H) -> softplus(dt + dt_bias) > 0, zero on padding; A = -exp(A_log) (H,) < 0; both fp32."""
+        f32 = compute_dtype(like)  # fp32 (fp64 stays fp64)
+        dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # (..., H)
+        if mask is not None:
+            dt = dt * mask.to(f32)  # padding neither decays nor feeds the state
+        return dt, -torch.exp(self.A_log.to(f32))  # A in fp32, since a bf16 A_log loses precision
 
     def forward(self, hidden_states: Tensor, attention_mask: Tensor | None = None,
                 state: Mamba2State | None = None) -> Tensor:
@@ -191,97 +224,68 @@ class Mamba2Mixer(nn.Module):
             (B, L, d_model).
         """
         b, l, _ = hidden_states.shape
-        backend = resolve_backend(self.backend, hidden_states.device)
-        if backend == "cuda" and self.chunk_size & (self.chunk_size - 1):
-            raise ValueError(f"mamba_chunk_size={self.chunk_size} must be a power of two for the cuda backend (Triton)")
-        if hasattr(self.norm, "backend"):
-            self.norm.backend = backend
+        d, ops = self.dims, resolve_ops(self.backend, hidden_states.device)
         mask = None
         if attention_mask is not None:
             mask = attention_mask[:, -l:].to(hidden_states.dtype)[..., None]  # (B, L, 1)
             hidden_states = hidden_states * mask
         if state is not None and l == 1:
-            return self._step(hidden_states, state, mask, backend)
+            return self._step(hidden_states, state, mask, ops)
 
         # 1. project: z gate, conv input xBC, dt
         zxbcdt = self.in_proj(hidden_states)  # (B, L, d_in_proj)
-        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_heads], dim=-1)
+        z, xBC, dt = torch.split(zxbcdt, [d.d_inner, d.conv_dim, d.n_heads], dim=-1)
         if mask is not None:
             xBC = xBC * mask  # an in_proj bias must not leak from padding into the conv window
 
         # 2. causal depthwise conv over x|B|C, then the activation
-        history = state.conv if state is not None and state.seen_tokens > 0 else None
-        weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        history = state.conv if state is not None and state.seen_tokens > 0 else None  # (B, conv_dim, K)
         xBC_t = xBC.transpose(1, 2)  # (B, conv_dim, L)
-        if backend == "cuda" and history is None:
-            conv = cuda_kernels().causal_conv1d_fn(xBC_t.contiguous(), weight, self.conv1d.bias, activation=None)
-        else:
-            conv = causal_conv1d(xBC_t, weight, self.conv1d.bias, initial_state=history)
+        conv = ops.conv(xBC_t, self.conv1d.weight.squeeze(1), self.conv1d.bias, history)  # (B, conv_dim, L)
         if state is not None:  # the last d_conv inputs (zero history when fresh)
-            old = history if history is not None else xBC_t.new_zeros(b, self.conv_dim, self.d_conv)
-            state.conv.copy_(torch.cat([old.to(xBC_t.dtype), xBC_t], dim=-1)[..., -self.d_conv:])
+            old = history if history is not None else xBC_t.new_zeros(d.conv_state_shape(b))
+            state.conv.copy_(torch.cat([old.to(xBC_t.dtype), xBC_t], dim=-1)[..., -d.d_conv:])
         xBC = self.act(conv.transpose(1, 2))  # (B, L, conv_dim)
         if mask is not None:
             xBC = xBC * mask
 
         # 3. SSM inputs: x ~ V, B ~ K, C ~ Q per head; dt > 0; A < 0
         x, B, C = self._split_xbc(xBC)  # (B, L, H, P), (B, L, H, N), (B, L, H, N)
-        f32 = compute_dtype(hidden_states)  # fp32 (fp64 stays fp64)
-        dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # (B, L, H)
-        if mask is not None:
-            dt = dt * mask.to(f32)  # padding neither decays nor feeds the state
-        A = -torch.exp(self.A_log.to(f32))  # (H,); in fp32, since a bf16 A_log loses precision
+        dt, A = self._ssm_params(dt, mask, hidden_states)  # (B, L, H), (H,)
 
         # 4. scan (+ D x inside)
-        init = state.ssm if state is not None and state.seen_tokens > 0 else None
-        if backend == "cuda":
-            y, final = cuda_kernels().mamba_chunk_scan_combined(
-                x, dt, A, B, C, self.chunk_size, D=self.D, initial_states=init, return_final_states=True)
-        else:
-            y, final = ssd_chunked(x, dt, A, B, C, self.chunk_size, D=self.D, initial_state=init)
+        init = state.ssm if state is not None and state.seen_tokens > 0 else None  # (B, H, P, N)
+        y, final = ops.scan(x, dt, A, B, C, self.chunk_size, self.D, init)  # (B, L, H, P), (B, H, P, N)
         if state is not None:
             state.ssm.copy_(final)
             state.seen_tokens += l
-        y = y.reshape(b, l, self.d_inner)  # (B, L, d_inner)
+        y = y.reshape(b, l, d.d_inner)  # (B, L, d_inner)
 
         # 5. gated norm and output projection
         y = self.norm(y, z)  # (B, L, d_inner)
         return self.out_proj(y)  # (B, L, d_model)
 
-    def _step(self, hidden_states: Tensor, state: Mamba2State, mask: Tensor | None, backend: str) -> Tensor:
+    def _step(self, hidden_states: Tensor, state: Mamba2State, mask: Tensor | None, ops) -> Tensor:
         """One decode token: (B, 1, d_model) -> (B, 1, d_model); conv and ssm states updated in place."""
-        b = hidden_states.shape[0]
+        b, d = hidden_states.shape[0], self.dims
+        step_mask = None if mask is None else mask[:, 0]  # (B, 1)
         zxbcdt = self.in_proj(hidden_states[:, 0])  # (B, d_in_proj)
-        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.n_heads], dim=-1)
-        if mask is not None:
-            xBC = xBC * mask[:, 0]
-        weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
-        if backend == "cuda":
-            xBC = cuda_kernels().causal_conv1d_update(xBC.contiguous(), state.conv, weight, self.conv1d.bias,
-                                                      activation=None)
-        else:
-            xBC = causal_conv1d_step(xBC, state.conv, weight, self.conv1d.bias)  # (B, conv_dim)
+        z, xBC, dt = torch.split(zxbcdt, [d.d_inner, d.conv_dim, d.n_heads], dim=-1)
+        if step_mask is not None:
+            xBC = xBC * step_mask
+        xBC = ops.conv_step(xBC, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias)  # (B, conv_dim)
         xBC = self.act(xBC)
-        if mask is not None:
-            xBC = xBC * mask[:, 0]
+        if step_mask is not None:
+            xBC = xBC * step_mask
         x, B, C = self._split_xbc(xBC)  # (B, H, P), (B, H, N), (B, H, N)
-        f32 = compute_dtype(hidden_states)
-        dt = F.softplus(dt.to(f32) + self.dt_bias.to(f32))  # (B, H)
-        if mask is not None:
-            dt = dt * mask[:, 0].to(f32)
-        A = -torch.exp(self.A_log.to(f32))  # (H,)
-        if backend == "cuda":
-            h, p, n = self.n_heads, self.head_dim, self.d_state
-            y = cuda_kernels().selective_state_update(
-                state.ssm, x, dt[..., None].expand(b, h, p), A[:, None, None].expand(h, p, n), B, C,
-                D=self.D[:, None].expand(h, p))
-        else:
-            y = ssd_step(state.ssm, x, dt, A, B, C, self.D)  # (B, H, P)
+        dt, A = self._ssm_params(dt, step_mask, hidden_states)  # (B, H), (H,)
+        y = ops.scan_step(state.ssm, x, dt, A, B, C, self.D)  # (B, H, P)
         state.seen_tokens += 1
-        y = self.norm(y.reshape(b, 1, self.d_inner), z[:, None])  # (B, 1, d_inner)
+        y = self.norm(y.reshape(b, 1, d.d_inner), z[:, None])  # (B, 1, d_inner)
         return self.out_proj(y)  # (B, 1, d_model)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, n_heads={self.n_heads}, head_dim={self.head_dim}, "
-                f"n_kv_heads={self.n_kv_heads}, d_state={self.d_state}, d_conv={self.d_conv}, "
-                f"chunk_size={self.chunk_size}, layer_idx={self.layer_idx}, backend={self.backend!r}")
+        d = self.dims
+        return (f"d_model={d.d_model}, n_heads={d.n_heads}, head_dim={d.head_dim}, n_kv_heads={d.n_kv_heads}, "
+                f"d_state={d.d_state}, d_conv={d.d_conv}, chunk_size={self.chunk_size}, layer_idx={self.layer_idx}, "
+                f"backend={self.backend!r}")

@@ -1,17 +1,16 @@
 """Pure-PyTorch operators of the Mamba-2 mixer: causal depthwise conv (full and one-step) and gated
-RMSNorm. Each has the signature of its CUDA twin's use in the mixer (see backend.py), so the two
-paths differ only in which function is called.
+RMSNorm. Each is the `torch` entry of the op table (backend.py) and has its signature, so the CUDA
+and PyTorch paths differ only in which function is called.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .backend import cuda_kernels
 from .ssd import compute_dtype
 
-__all__ = ["causal_conv1d", "causal_conv1d_step", "RMSNormGated"]
+__all__ = ["causal_conv1d", "causal_conv1d_step", "rms_norm_gated"]
 
 
 def causal_conv1d(
@@ -64,53 +63,23 @@ def causal_conv1d_step(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tens
     return y.to(x.dtype)
 
 
-class RMSNormGated(nn.Module):
-    """Gated RMSNorm of Mamba-2, normalised per group of `group_size` channels.
+def rms_norm_gated(x: Tensor, z: Tensor | None, weight: Tensor, eps: float = 1e-5, group_size: int | None = None,
+                   norm_before_gate: bool = False) -> Tensor:
+    """Gated RMSNorm of Mamba-2, normalised per group of `group_size` channels (None: all of them).
 
-    norm_before_gate=False (Mamba-2's default): y = rmsnorm(x * silu(z)) * weight.
-    norm_before_gate=True: y = rmsnorm(x) * weight * silu(z). Computed in fp32, returned in x's dtype.
+    norm_before_gate=False (Mamba-2's default): y = rmsnorm(x * silu(z)) * weight;
+    norm_before_gate=True: y = rmsnorm(x) * weight * silu(z).
+    x, z: (..., d); weight: (d,). Computed in fp32 (fp64 stays fp64), returned in x's dtype.
     """
-
-    def __init__(
-        self,
-        d: int,
-        eps: float = 1e-5,
-        group_size: int | None = None,
-        norm_before_gate: bool = False,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        group_size = d if group_size is None else group_size
-        if group_size < 1 or d % group_size != 0:
-            raise ValueError(f"group_size={group_size} must divide the normalised size d={d}")
-        self.d, self.eps, self.group_size, self.norm_before_gate = d, eps, group_size, norm_before_gate
-        self.weight = nn.Parameter(torch.ones(d, device=device, dtype=dtype))
-        # Set by the mixer once the backend is resolved: "cuda" routes to mamba_ssm's rmsnorm_fn.
-        self.backend = "torch"
-
-    def reset_parameters(self) -> None:
-        """Weight to ones."""
-        nn.init.ones_(self.weight)
-
-    def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
-        """x, z: (..., d) -> (..., d)."""
-        if self.backend == "cuda" and x.is_cuda:
-            return cuda_kernels().rmsnorm_fn(
-                x, self.weight, None, z=z, eps=self.eps, group_size=self.group_size,
-                norm_before_gate=self.norm_before_gate,
-            )
-        dtype, f32 = x.dtype, compute_dtype(x)
-        xf = x.to(f32)
-        if z is not None and not self.norm_before_gate:
-            xf = xf * F.silu(z.to(f32))
-        shape = xf.shape
-        xg = xf.reshape(*shape[:-1], self.d // self.group_size, self.group_size)  # (..., groups, group_size)
-        xg = xg * torch.rsqrt(xg.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        y = xg.reshape(shape) * self.weight.to(f32)  # (..., d)
-        if z is not None and self.norm_before_gate:
-            y = y * F.silu(z.to(f32))
-        return y.to(dtype)
-
-    def extra_repr(self) -> str:
-        return f"{self.d}, eps={self.eps}, group_size={self.group_size}, norm_before_gate={self.norm_before_gate}"
+    dtype, f32 = x.dtype, compute_dtype(x)
+    d = x.shape[-1]
+    group_size = d if group_size is None else group_size
+    xf = x.to(f32)
+    if z is not None and not norm_before_gate:
+        xf = xf * F.silu(z.to(f32))
+    xg = xf.reshape(*xf.shape[:-1], d // group_size, group_size)  # (..., groups, group_size)
+    xg = xg * torch.rsqrt(xg.pow(2).mean(dim=-1, keepdim=True) + eps)
+    y = xg.reshape(xf.shape) * weight.to(f32)  # (..., d)
+    if z is not None and norm_before_gate:
+        y = y * F.silu(z.to(f32))
+    return y.to(dtype)
