@@ -12,10 +12,8 @@ transformers.trainer or llava.train themselves). Importing this package is light
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
-import re
 import threading
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 from llava_hybrid import _patching
 
@@ -40,17 +38,6 @@ PATCH_MODULES = (
 
 _STATE: Dict[str, str] = {}  # patch name -> "applied" | "pending: <target>"
 _LOCK = threading.RLock()
-
-
-def transformers_version() -> Tuple[int, int, int]:
-    """The installed transformers version as (major, minor, patch), read without importing it."""
-    return parse_version(importlib.metadata.version("transformers"))
-
-
-def parse_version(text: str) -> Tuple[int, int, int]:
-    """'4.37.2' -> (4, 37, 2); '5.0.0rc1' -> (5, 0, 0)."""
-    nums = [int(n) for n in re.findall(r"\d+", text.split("+")[0])[:3]]
-    return tuple(nums + [0] * (3 - len(nums)))  # type: ignore[return-value]
 
 
 def _module(short: str):

@@ -5,7 +5,7 @@ import importlib
 from typing import List, Optional
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import transformers_version
+from llava_hybrid.compat import transformers_version
 
 NAME = "cache_position"
 REASON = "generate() passes cache_position to forward(); LLaVA's forward must accept it by name"

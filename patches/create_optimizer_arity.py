@@ -5,7 +5,7 @@ import importlib
 import inspect
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import transformers_version
+from llava_hybrid.compat import transformers_version
 
 NAME = "create_optimizer_arity"
 REASON = "Trainer calls create_optimizer(model) when optimizer creation is delayed (FSDP); LLaVATrainer's takes only self"

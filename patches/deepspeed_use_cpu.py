@@ -5,7 +5,7 @@ import importlib
 import logging
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import transformers_version
+from llava_hybrid.compat import transformers_version
 
 NAME = "deepspeed_use_cpu"
 REASON = ("with --use_cpu the 4.x TrainingArguments build a plain CPU state, so accelerate wraps the model in DDP "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import transformers_version
+from llava_hybrid.compat import transformers_version
 
 NAME = "layernorm_alias"
 REASON = "transformers.trainer no longer re-exports ALL_LAYERNORM_LAYERS; alias it from transformers.pytorch_utils"

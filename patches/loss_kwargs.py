@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import transformers_version
+from llava_hybrid.compat import transformers_version
 
 NAME = "loss_kwargs"
 REASON = ("Trainer passes num_items_in_batch to a forward with **kwargs and then skips the grad-accumulation "

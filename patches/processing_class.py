@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import transformers_version
+from llava_hybrid.compat import transformers_version
 
 NAME = "processing_class"
 REASON = "Trainer(tokenizer=) was removed in favour of processing_class=; llava.train.train.train() passes tokenizer="

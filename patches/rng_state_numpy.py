@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import parse_version, transformers_version
+from llava_hybrid.compat import installed_version, transformers_version
 
 NAME = "rng_state_numpy"
 REASON = ("Trainer._load_rng_state calls torch.load(rng_state.pth) with torch's default weights_only=True "
@@ -17,8 +16,7 @@ TARGET = "transformers.trainer"
 
 def needed() -> bool:
     """True for transformers < 4.50 under torch >= 2.6 (read without importing either)."""
-    torch_version = parse_version(importlib.metadata.version("torch"))
-    return transformers_version() < (4, 50, 0) and torch_version >= (2, 6, 0)
+    return transformers_version() < (4, 50, 0) and installed_version("torch") >= (2, 6, 0)
 
 
 def numpy_safe_globals() -> list:

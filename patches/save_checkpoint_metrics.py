@@ -5,7 +5,7 @@ import importlib
 import inspect
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import transformers_version
+from llava_hybrid.compat import transformers_version
 
 NAME = "save_checkpoint_metrics"
 REASON = "Trainer._save_checkpoint(model, trial) lost `metrics`; LLaVATrainer calls super()._save_checkpoint(model, trial, metrics)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import transformers_version
+from llava_hybrid.compat import transformers_version
 
 NAME = "tokenizer_backend_name"
 REASON = ("transformers 5 writes tokenizer_class 'TokenizersBackend' (its fast-tokenizer base) into "

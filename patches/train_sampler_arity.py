@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import transformers_version
+from llava_hybrid.compat import transformers_version
 
 NAME = "train_sampler_arity"
 REASON = "Trainer calls _get_train_sampler(train_dataset); LLaVATrainer's override takes only self"

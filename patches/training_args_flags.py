@@ -6,7 +6,7 @@ import logging
 from typing import List, Optional, Sequence
 
 from llava_hybrid import _patching
-from llava_hybrid.patches import transformers_version
+from llava_hybrid.compat import transformers_version
 
 NAME = "training_args_flags"
 REASON = ("--evaluation_strategy was renamed --eval_strategy (4.51+) and --warmup_ratio was removed "

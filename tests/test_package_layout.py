@@ -137,3 +137,18 @@ def test_importing_every_module_patches_nothing_until_activate():
     # the same process does see every registration once activate() runs (the check can fail)
     assert seen["after"]["replaced"] > 0 and seen["after"]["phi template"]
     assert seen["after"]["loader"] == "llava_hybrid.host.builder"
+
+
+def test_the_transformers_version_is_read_in_compat_only():
+    readers = []
+    for name, path in package_modules().items():
+        if name == "llava_hybrid.compat":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "__version__" and \
+                    isinstance(node.value, ast.Name) and node.value.id == "transformers":
+                readers.append(f"{name}: transformers.__version__")
+            if isinstance(node, ast.Attribute) and node.attr == "metadata" and \
+                    isinstance(node.value, ast.Name) and node.value.id == "importlib":
+                readers.append(f"{name}: importlib.metadata")
+    assert not readers, readers

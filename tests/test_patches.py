@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import llava_hybrid.patches as patches
-from llava_hybrid import _patching
+from llava_hybrid import _patching, compat
 
 ALL = ["layernorm_alias", "cache_position", "train_sampler_arity", "create_optimizer_arity",
        "processing_class", "cuda_synchronize", "save_checkpoint_metrics", "loss_kwargs", "image_dtype",
@@ -21,13 +21,13 @@ def _needed(name):
 
 
 def _expected_names():
-    v = patches.transformers_version()
+    v = compat.transformers_version()
     guards = {"layernorm_alias": v >= (4, 53), "cache_position": v >= (4, 38),
               "train_sampler_arity": v >= (4, 52), "create_optimizer_arity": v >= (5, 0),
               "processing_class": v >= (5, 0), "cuda_synchronize": not torch.cuda.is_available(),
               "save_checkpoint_metrics": v >= (4, 47), "loss_kwargs": v >= (4, 46), "image_dtype": True,
               "training_args_flags": v >= (4, 51),
-              "rng_state_numpy": v < (4, 50) and patches.parse_version(torch.__version__) >= (2, 6),
+              "rng_state_numpy": v < (4, 50) and compat.parse_version(torch.__version__) >= (2, 6),
               "deepspeed_use_cpu": v < (5, 0), "tokenizer_backend_name": v < (5, 0), "grayscale_pad": True}
     return [name for name in ALL if guards[name]]
 
@@ -44,7 +44,7 @@ def test_apply_all_is_version_guarded_and_idempotent(applied):
     assert sorted(applied) == sorted(_expected_names())
     assert patches.apply_all() == applied
     assert set(patches.status().values()) == {"applied"}
-    assert patches.parse_version("4.37.2") == (4, 37, 2) and patches.parse_version("5.0.0rc1") == (5, 0, 0)
+    assert compat.parse_version("4.37.2") == (4, 37, 2) and compat.parse_version("5.0.0rc1") == (5, 0, 0)
 
 
 def _py(code, **env):

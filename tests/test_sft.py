@@ -8,7 +8,8 @@ import torch
 
 from llava_hybrid.easyvqa.tokenizer import train_task_tokenizer
 from llava_hybrid.host.conversation import PHI_EOS as EOS, conv_phi
-from llava_hybrid.host.sft import main, trainer_tokenizer
+from llava_hybrid.compat import trainer_tokenizer
+from llava_hybrid.host.sft import main
 from llava_hybrid.host.tiny import build_tiny_llava_phi
 
 N_IMAGES, TURNS = 16, 2

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from transformers import PhiConfig, PhiForCausalLM
 
-from llava_hybrid.hybrid import HybridPhiConfig, HybridPhiForCausalLM, plan_mamba_layers, rope_settings
+from llava_hybrid.compat import rope_settings
+from llava_hybrid.hybrid import HybridPhiConfig, HybridPhiForCausalLM, plan_mamba_layers
 
 SHAPES: dict[str, dict] = {
     "phi2": dict(vocab_size=51200, hidden_size=2560, intermediate_size=10240, num_hidden_layers=32,

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from llava_hybrid.compat import version_text
+
 from .decode import DecodeBenchSpec, add_measured_ratios, run_decode_benchmark
 from .layer_step import run_layer_step_benchmark
 from .models import DTYPES
@@ -26,8 +28,6 @@ from .plots import decode_xlabel, plot_decode, plot_layer_step
 
 def machine_header(device: str) -> dict:
     """Where and when: device name, platform, CPU count, threads, torch/transformers versions, UTC date."""
-    import transformers
-
     if torch.device(device).type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
@@ -35,7 +35,7 @@ def machine_header(device: str) -> dict:
     return {
         "device": device, "device_name": name, "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "load_average_1_5_15_min_at_start": list(os.getloadavg()),
+        "transformers": version_text("transformers"), "load_average_1_5_15_min_at_start": list(os.getloadavg()),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
     }

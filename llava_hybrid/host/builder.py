@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 from llava_hybrid.checkpoint_files import read_config, refuse_remote_code, weight_files
+from llava_hybrid.compat import dtype_kwargs
 
 from .saving import TOWER_SUBDIR
 
@@ -52,21 +53,6 @@ def known_model_types() -> set:
     from transformers import CONFIG_MAPPING
 
     return set(MODEL_CLASSES) | set(CONFIG_MAPPING.keys())
-
-
-def _dtype_kwarg() -> str:
-    # from_pretrained's dtype argument is `dtype` from transformers 4.56, `torch_dtype` before
-    import transformers
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-
-
-_DTYPE_KWARG = _dtype_kwarg()
-
-
-def dtype_kwargs(dtype: Optional[torch.dtype]) -> dict:
-    """`from_pretrained(**dtype_kwargs(d))`: the load dtype under the installed transformers' name for it."""
-    return {_DTYPE_KWARG: dtype}
 
 
 def _target_device(device: str, device_map) -> torch.device:

@@ -13,15 +13,14 @@ Two config model_types load into this class:
 from __future__ import annotations
 
 import torch.nn as nn
-import transformers
 from llava.model.llava_arch import LlavaMetaModel
 from transformers import AutoConfig, AutoModelForCausalLM, PhiConfig, PhiForCausalLM, PhiModel
+
+from llava_hybrid.compat import lift_rope_parameters
 
 from .llava_lm import LlavaLMMixin
 
 
-TRANSFORMERS_4 = int(transformers.__version__.split(".")[0]) < 5
-ROPE_KEYS = ("rope_theta", "partial_rotary_factor")
 
 
 class LlavaPhiConfig(PhiConfig):
@@ -30,13 +29,8 @@ class LlavaPhiConfig(PhiConfig):
     model_type = "llava_phi"
 
     def __init__(self, **kwargs):
-        # transformers 5 writes rope_theta / partial_rotary_factor only inside `rope_parameters`; 4.x's
-        # PhiConfig reads them from the top level and would silently use its defaults (factor 0.5, not
-        # Phi-2's 0.4): lift them, so a checkpoint saved on either lane builds the same model on both.
-        params = kwargs.get("rope_parameters") or {}
-        if TRANSFORMERS_4:
-            kwargs.update({k: params[k] for k in ROPE_KEYS if k in params and k not in kwargs})
-        super().__init__(**kwargs)
+        # a checkpoint saved on either lane builds the same model on both (compat.lift_rope_parameters)
+        super().__init__(**lift_rope_parameters(kwargs))
 
 
 class TinyLlavaPhiConfig(LlavaPhiConfig):

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Dict, Optional, Tuple
 
 from llava_hybrid.checkpoint_files import CONFIG_NAME, CheckpointError, is_weight_file
+from llava_hybrid.compat import rotate_checkpoints
 
 TOWER_SUBDIR = "vision_tower"
 TOWER_PREFIX = "model.vision_tower.vision_tower."
@@ -330,17 +331,8 @@ class AtomicCheckpointMixin:
         if self.args.should_save:
             publish(os.path.join(tmp_root, name), os.path.join(run_dir, name))
             shutil.rmtree(tmp_root, ignore_errors=True)
-            self._rotate(run_dir)
+            rotate_checkpoints(self, run_dir)  # --save_total_limit
         self.accelerator.wait_for_everyone()
-
-    def _rotate(self, run_dir: str) -> None:
-        """Apply --save_total_limit to run_dir (the Trainer's helper moved in transformers 5)."""
-        if hasattr(self, "_rotate_checkpoints"):  # transformers 4.x
-            self._rotate_checkpoints(use_mtime=False, output_dir=run_dir)
-            return
-        from transformers.trainer_utils import rotate_checkpoints
-        rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                           best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
 
 _ATOMIC_CLASSES: Dict[type, type] = {}

@@ -24,8 +24,9 @@ import torch
 import transformers
 
 from llava_hybrid.checkpoint_files import last_complete_checkpoint, read_config, refuse_remote_code
+from llava_hybrid.compat import dtype_kwargs
 
-from .builder import MODEL_CLASSES, dtype_kwargs, known_model_types, read_model_type
+from .builder import MODEL_CLASSES, known_model_types, read_model_type
 from .conversation import check_conv_mode
 from .data import validate_data
 from .saving import atomic_trainer_class, remove_unfinished_saves, save_final_model
@@ -248,13 +249,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     trainer.save_state()
     save_final_model(trainer, model, tokenizer, training_args.output_dir)
     return trainer
-
-
-def trainer_tokenizer(trainer):
-    """The tokenizer a trainer was built with: `processing_class` from transformers 5, `tokenizer` before."""
-    from llava_hybrid.patches import processing_class
-
-    return trainer.processing_class if processing_class.needed() else trainer.tokenizer
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):

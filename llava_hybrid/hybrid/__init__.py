@@ -9,7 +9,7 @@ generate_tokens      the one decode loop (greedy / sample / beam), also `model.g
 from __future__ import annotations
 
 from .cache import HybridCache
-from .configuration import HybridLlamaConfig, HybridPhiConfig, rope_settings
+from .configuration import HybridLlamaConfig, HybridPhiConfig
 from .generation import GenerationOutput, generate_tokens
 from .modeling_llama import HybridLlamaForCausalLM, HybridLlamaModel
 from .modeling_phi import HybridPhiForCausalLM, HybridPhiModel
@@ -28,7 +28,6 @@ __all__ = [
     "layer_pattern",
     "plan_mamba_layers",
     "register",
-    "rope_settings",
 ]
 
 _REGISTERED = False

@@ -10,19 +10,19 @@ Extra serialisable fields (same on both):
 
 Works with transformers 5.x, where configs are dataclasses (fields are annotations, checks go in
 `__post_init__`, rope settings live in `config.rope_parameters`), and with 4.x (LLaVA's pin), where
-configs take keyword arguments in `__init__` and rope settings are attributes. `rope_settings` reads
-the rope settings the same way on both.
+configs take keyword arguments in `__init__` and rope settings are attributes (llava_hybrid.compat
+reads the version and the rope settings of both).
 """
 
 from __future__ import annotations
 
-import transformers
 from transformers import LlamaConfig, PhiConfig
+
+from llava_hybrid.compat import configs_are_dataclasses
 
 from llava_hybrid.mamba2.backend import BACKENDS as MAMBA_BACKENDS
 from llava_hybrid.mamba2.dims import Mamba2Dims
 
-_DATACLASS_CONFIGS = int(transformers.__version__.split(".")[0]) >= 5
 _HYBRID_DEFAULTS = dict(
     mamba_layers=None,
     mamba_d_state=None,
@@ -31,16 +31,6 @@ _HYBRID_DEFAULTS = dict(
     mamba_backend="auto",
     mamba_carry_bias=False,
 )
-
-
-def rope_settings(config) -> tuple[float, float, str]:
-    """(rope_theta, partial_rotary_factor, rope_type) of a Phi/Llama config on transformers 4.x or 5.x."""
-    params = getattr(config, "rope_parameters", None) or {}
-    scaling = getattr(config, "rope_scaling", None) or {}  # 4.x
-    theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
-    factor = params.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0))
-    rope_type = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
-    return float(theta), float(factor if factor is not None else 1.0), rope_type
 
 
 def model_family(config) -> str:
@@ -99,7 +89,7 @@ def check_hybrid_config(config) -> None:
 class _HybridFields:
     """The Mamba fields and their check, shared by both configs (a mixin before the HF config)."""
 
-    if _DATACLASS_CONFIGS:
+    if configs_are_dataclasses():
         # transformers 5.x turns these annotations into dataclass fields of the subclass.
         mamba_layers: list[int] | None = None
         mamba_d_state: int | None = None

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configuration import head_dim_of, rope_settings
+from llava_hybrid.compat import rope_settings
+
+from .configuration import head_dim_of
 
 
 class RMSNorm(nn.Module):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from llava_hybrid.compat import tied_weights_keys
 from llava_hybrid.mamba2.mixer import Mamba2Mixer
 
 from .cache import HybridCache
@@ -21,7 +21,6 @@ from .configuration import check_hybrid_config, mamba_dims
 from .layers import RMSNorm, left_align
 
 IGNORE_INDEX = -100
-_TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 
 
 def build_mamba_mixer(config, layer_idx: int) -> nn.Module:
@@ -165,10 +164,7 @@ class HybridCausalLMBase(HybridPreTrainedModel):
 
     decoder_class: type = None
     lm_head_bias = False
-    if _TRANSFORMERS_5:
-        _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
-    else:
-        _tied_weights_keys = ["lm_head.weight"]
+    _tied_weights_keys = tied_weights_keys("lm_head.weight", "model.embed_tokens.weight")
 
     def __init__(self, config):
         super().__init__(config)
