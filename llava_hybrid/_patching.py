@@ -9,15 +9,24 @@ is not enough).
 `when_imported(name, fn)` runs `fn(module)` right after module `name` finishes executing (or at once
 if it already has), before the module that imported it binds any names. It is how the startup hook
 activates the plugin and how patches of lazily imported upstream modules (llava.train.*) wait for
-them. This file imports only the standard library: the startup hook loads it in every process.
+them.
+
+`Patch` is the skeleton of every compatibility patch (llava_hybrid/patches/): its metadata (name, reason,
+the upstream function, the version range it is for, the module whose import it waits for) and its
+`Site`s, each an upstream attribute and the function that builds its replacement from the original.
+`Patch.apply()` does the rest once: import, resolve, skip what is already replaced, `replace_attr`.
+
+This file imports only the standard library: the startup hook loads it in every process.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import sys
 import threading
 import types
-from typing import Any, Callable, Dict, List, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 # id(original object) -> (original, replacement); kept so a second activate() is a no-op and so
 # names bound before activation can be found and re-pointed.
@@ -175,3 +184,78 @@ _FINDER = _PostImportFinder()
 def _install_finder() -> None:
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
+
+
+# ---- the patch skeleton -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Site:
+    """One upstream attribute a patch replaces: `<module>.<owner>.<attr>` (owner "" = the module itself).
+
+    make(original, owner) -> the replacement; `original` is what the owner held (a class's own
+    `__dict__` entry, None when inherited or absent). optional: skip the site when its module does not
+    import (e.g. llava's Mistral model on a transformers without Mistral).
+    """
+
+    module: str
+    owner: str
+    attr: str
+    make: Callable[[Any, Any], Any]
+    optional: bool = False
+
+    def resolve(self) -> Any:
+        """The owner object (module or class), importing its module; None for an optional site that fails."""
+        try:
+            obj = importlib.import_module(self.module)
+        except ImportError:
+            if self.optional:
+                return None
+            raise
+        for part in filter(None, self.owner.split(".")):
+            obj = getattr(obj, part)
+        return obj
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A compatibility patch: what upstream breaks, where, for which versions, and the replacement.
+
+    versions: {distribution: PEP 440 specifier set} the breakage exists for (e.g. {"transformers":
+    ">=4.53"}; {} = every version), checked by llava_hybrid.compat.version_in without importing the
+    packages. condition: a run-time condition on top of the versions (e.g. no CUDA device). note: what
+    was seen where, shown with the versions.
+    """
+
+    name: str
+    reason: str
+    upstream: str
+    target: str
+    sites: Tuple[Site, ...]
+    versions: Dict[str, str] = field(default_factory=dict)
+    condition: Optional[Callable[[], bool]] = None
+    note: str = ""
+
+    def needed(self) -> bool:
+        """The declared version range holds for every package named (and the condition, if any)."""
+        from llava_hybrid.compat import version_in
+
+        in_range = all(version_in(package, spec) for package, spec in self.versions.items())
+        return in_range and (self.condition is None or bool(self.condition()))
+
+    @property
+    def versions_text(self) -> str:
+        """E.g. 'transformers >=4.53 (5.23 still ...)'; 'any version' when unrestricted."""
+        text = ", ".join(f"{package} {spec}" for package, spec in self.versions.items()) or "any version"
+        return f"{text} ({self.note})" if self.note else text
+
+    def apply(self) -> bool:
+        """Replace every site not replaced yet (idempotent); True if anything changed."""
+        changed = False
+        for site in self.sites:
+            owner = site.resolve()
+            if owner is None or is_replaced(owner, site.attr):
+                continue
+            original = owner.__dict__.get(site.attr) if isinstance(owner, type) else getattr(owner, site.attr, None)
+            replace_attr(owner, site.attr, site.make(original, owner))
+            changed = True
+        return changed

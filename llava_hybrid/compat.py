@@ -6,6 +6,7 @@ patches decide what to wrap before transformers is imported). Everything else he
 transformers lazily, so importing this module stays cheap.
 
     installed_version / transformers_version / version_text / parse_version    the version readers
+    version_in                 a declared version range (the patches' guards)
     configs_are_dataclasses    5.x configs are dataclasses (fields from annotations, checks in __post_init__)
     tied_weights_keys          5.x: {tied: source} mapping; 4.x: list of tied names
     rope_settings              rope theta / partial factor / type: 5.x `rope_parameters`, 4.x attributes
@@ -40,6 +41,17 @@ def version_text(package: str) -> str:
 def installed_version(package: str) -> Version:
     """The installed version of distribution `package` as (major, minor, patch), read without importing it."""
     return parse_version(version_text(package))
+
+
+def version_in(package: str, spec: str) -> bool:
+    """Whether the installed `package` satisfies the PEP 440 specifier set `spec` (e.g. ">=4.46,<5").
+
+    Compared on (major, minor, patch), so a pre-release counts as its release ("5.0.0rc1" is 5.0.0).
+    An empty spec is any version.
+    """
+    from packaging.specifiers import SpecifierSet
+
+    return SpecifierSet(spec).contains(".".join(map(str, installed_version(package))), prereleases=True)
 
 
 def transformers_version() -> Version:

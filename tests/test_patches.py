@@ -17,7 +17,7 @@ ALL = ["layernorm_alias", "cache_position", "train_sampler_arity", "create_optim
 
 def _needed(name):
     """The patch's own version guard: does the installed transformers have this breakage?"""
-    return importlib.import_module(f"llava_hybrid.patches.{name}").needed()
+    return importlib.import_module(f"llava_hybrid.patches.{name}").PATCH.needed()
 
 
 def _expected_names():
@@ -288,3 +288,22 @@ def test_tokenizer_saved_by_transformers_5_loads_on_this_lane(tmp_path):
     text = "USER: <image>\nWhat color is the shape? ASSISTANT: red<|endoftext|>"
     assert loaded(text).input_ids == reference(text).input_ids
     assert loaded.eos_token == "<|endoftext|>"
+
+
+def test_every_patch_module_declares_one_patch_with_a_version_range():
+    import ast
+    from pathlib import Path
+
+    from packaging.specifiers import SpecifierSet
+
+    files = sorted(p for p in Path(patches.__file__).parent.glob("*.py") if p.name != "__init__.py")
+    assert {p.stem for p in files} == set(ALL) | {"cuda_to_cpu"}
+    for path in files:
+        patch = importlib.import_module(f"llava_hybrid.patches.{path.stem}").PATCH
+        assert isinstance(patch, _patching.Patch) and patch.name == path.stem
+        assert patch.reason and patch.upstream and patch.target and patch.sites
+        for spec in patch.versions.values():
+            SpecifierSet(spec)  # a declared range, parseable
+        calls = [n.func.id for n in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+        assert "transformers_version" not in calls and "installed_version" not in calls, path.name

@@ -9,24 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from llava_hybrid import _patching
-
-NAME = "cuda_to_cpu"
-REASON = ("llava.eval.* hard-code tensor.cuda() and .to(device='cuda'); on a machine without CUDA map "
-          "them to moves to the CPU")
-UPSTREAM = ("torch.Tensor.cuda/.to, torch.nn.Module.cuda/.to (called by llava.eval.model_vqa, "
-            "model_vqa_loader and llava.model.builder)")
-VERSIONS = "any; only in processes without CUDA"
-TARGET = "torch"
+from llava_hybrid._patching import Patch, Site
+from llava_hybrid.patches.cuda_synchronize import no_cuda
 
 _log = logging.getLogger("llava_hybrid")
-
-
-def needed() -> bool:
-    """True where torch has no usable CUDA device."""
-    import torch
-
-    return not torch.cuda.is_available()
 
 
 def _is_cuda(device) -> bool:
@@ -49,36 +35,52 @@ def _to_cpu_args(args, kwargs):
     return args, kwargs
 
 
-def apply() -> bool:
-    """Map .cuda() and .to(<cuda device>) of tensors and modules to CPU moves when there is no CUDA."""
+def _tensor_cuda(original, cls):
     import torch
-
-    if not needed() or _patching.is_replaced(torch.Tensor, "cuda"):
-        return False
 
     def tensor_cuda(self, device=None, non_blocking=False, memory_format=torch.preserve_format):
         """No CUDA here: the tensor stays on (moves to) the CPU."""
         return self.to("cpu", non_blocking=non_blocking, memory_format=memory_format)
 
+    return tensor_cuda
+
+
+def _module_cuda(original, cls):
     def module_cuda(self, device=None):
         """No CUDA here: the module stays on (moves to) the CPU."""
         return self.to("cpu")
 
-    tensor_to_upstream, module_to_upstream = torch.Tensor.to, torch.nn.Module.to
+    return module_cuda
 
-    def tensor_to(self, *args, **kwargs):
+
+def _to(original, cls):
+    upstream = getattr(cls, "to")  # as it is before the replacement (Tensor.to is inherited from the C base)
+
+    def to(self, *args, **kwargs):
         """No CUDA here: a CUDA target device becomes the CPU; everything else as upstream."""
         args, kwargs = _to_cpu_args(args, kwargs)
-        return tensor_to_upstream(self, *args, **kwargs)
+        return upstream(self, *args, **kwargs)
 
-    def module_to(self, *args, **kwargs):
-        """No CUDA here: a CUDA target device becomes the CPU; everything else as upstream."""
-        args, kwargs = _to_cpu_args(args, kwargs)
-        return module_to_upstream(self, *args, **kwargs)
+    return to
 
-    _patching.replace_attr(torch.Tensor, "cuda", tensor_cuda)
-    _patching.replace_attr(torch.nn.Module, "cuda", module_cuda)
-    _patching.replace_attr(torch.Tensor, "to", tensor_to)
-    _patching.replace_attr(torch.nn.Module, "to", module_to)
+
+PATCH = Patch(
+    name="cuda_to_cpu",
+    reason=("llava.eval.* hard-code tensor.cuda() and .to(device='cuda'); on a machine without CUDA map "
+            "them to moves to the CPU"),
+    upstream=("torch.Tensor.cuda/.to, torch.nn.Module.cuda/.to (called by llava.eval.model_vqa, "
+              "model_vqa_loader and llava.model.builder)"),
+    target="torch",
+    condition=no_cuda,
+    note="only in processes without CUDA; applied by the startup hook and llava_hybrid.run, not by activate()",
+    sites=(Site("torch", "Tensor", "cuda", _tensor_cuda), Site("torch", "nn.Module", "cuda", _module_cuda),
+           Site("torch", "Tensor", "to", _to), Site("torch", "nn.Module", "to", _to)),
+)
+
+
+def apply() -> bool:
+    """Apply where there is no CUDA device (idempotent); True if it changed anything."""
+    if not PATCH.needed() or not PATCH.apply():
+        return False
     _log.warning("llava_hybrid: no CUDA device; .cuda() / .to('cuda') calls now keep tensors on the CPU")
     return True

@@ -1,9 +1,10 @@
-"""Upstream compatibility patches (installs as `llava_hybrid.patches`).
+"""Upstream compatibility patches.
 
 One module per breakage between LLaVA 1.2.2.post1 (written for transformers 4.36/4.37) and newer
-transformers. Each module has `NAME`, `REASON` (one line), `UPSTREAM` (the function it fixes),
-`VERSIONS` (the transformers versions it is for), `TARGET` (the upstream module whose import it
-waits for), `needed()` (the version guard) and an idempotent `apply()`.
+transformers (or torch, or a CUDA-less machine). Each module defines `PATCH`, a `_patching.Patch`:
+its name, reason, the upstream function it fixes, the declared version range it is for, the upstream
+module whose import it waits for, and its sites (the attribute and the function that builds the
+replacement from the original). The skeleton (version guard, import, idempotence) is `Patch` itself.
 
 `apply_all()` applies every needed patch: at once when its target module is already imported, else
 right after that module is imported (so `import llava_hybrid` and activation never import
@@ -40,8 +41,9 @@ _STATE: Dict[str, str] = {}  # patch name -> "applied" | "pending: <target>"
 _LOCK = threading.RLock()
 
 
-def _module(short: str):
-    return importlib.import_module(f"{__name__}.{short}")
+def patch(short: str) -> _patching.Patch:
+    """The `PATCH` of module `llava_hybrid.patches.<short>`."""
+    return importlib.import_module(f"{__name__}.{short}").PATCH
 
 
 def apply_all() -> List[str]:
@@ -51,22 +53,22 @@ def apply_all() -> List[str]:
     """
     names = []
     for short in PATCH_MODULES:
-        mod = _module(short)
-        if not mod.needed():
+        p = patch(short)
+        if not p.needed():
             continue
-        names.append(mod.NAME)
+        names.append(p.name)
         with _LOCK:
-            if mod.NAME in _STATE:
+            if p.name in _STATE:
                 continue
-            _STATE[mod.NAME] = f"pending: import of {mod.TARGET}"
-        _patching.when_imported(mod.TARGET, lambda _m, mod=mod: _apply_one(mod))
+            _STATE[p.name] = f"pending: import of {p.target}"
+        _patching.when_imported(p.target, lambda _m, p=p: _apply_one(p))
     return names
 
 
-def _apply_one(mod) -> None:
-    mod.apply()
+def _apply_one(p: _patching.Patch) -> None:
+    p.apply()
     with _LOCK:
-        _STATE[mod.NAME] = "applied"
+        _STATE[p.name] = "applied"
 
 
 def status() -> Dict[str, str]:
@@ -79,8 +81,7 @@ def describe() -> List[Dict[str, str]]:
     """One row per known patch: name, reason, upstream, versions, needed, state."""
     rows = []
     for short in PATCH_MODULES:
-        mod = _module(short)
-        rows.append({"name": mod.NAME, "reason": mod.REASON, "upstream": mod.UPSTREAM,
-                     "versions": mod.VERSIONS, "needed": str(mod.needed()),
-                     "state": status().get(mod.NAME, "not applied")})
+        p = patch(short)
+        rows.append({"name": p.name, "reason": p.reason, "upstream": p.upstream, "versions": p.versions_text,
+                     "needed": str(p.needed()), "state": status().get(p.name, "not applied")})
     return rows

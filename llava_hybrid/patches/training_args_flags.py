@@ -1,28 +1,15 @@
-"""(h) Renamed/removed TrainingArguments flags that LLaVA's (and MaTVLM's) launch scripts still pass."""
+"""Renamed/removed TrainingArguments flags that LLaVA's (and MaTVLM's) launch scripts still pass."""
 from __future__ import annotations
 
-import importlib
 import logging
+import sys
 from typing import List, Optional, Sequence
 
-from llava_hybrid import _patching
-from llava_hybrid.compat import transformers_version
-
-NAME = "training_args_flags"
-REASON = ("--evaluation_strategy was renamed --eval_strategy (4.51+) and --warmup_ratio was removed "
-          "(5.x: --warmup_steps < 1 is a ratio); rewrite the old flags before parsing")
-UPSTREAM = "transformers.HfArgumentParser.parse_args_into_dataclasses (used by llava.train.train.train)"
-VERSIONS = "transformers >= 4.51 (eval_strategy), >= 5.0 (warmup_ratio)"
-TARGET = "transformers.hf_argparser"
+from llava_hybrid._patching import Patch, Site
 
 _log = logging.getLogger("llava_hybrid.patches")
 # old flag -> new flag; applied only when the parser lacks the old one and has the new one.
 RENAMES = {"--evaluation_strategy": "--eval_strategy", "--warmup_ratio": "--warmup_steps"}
-
-
-def needed() -> bool:
-    """True from transformers 4.51."""
-    return transformers_version() >= (4, 51, 0)
 
 
 def rewrite_flags(parser, args: Sequence[str]) -> List[str]:
@@ -57,20 +44,22 @@ def _is_ratio(text: str) -> bool:
         return False
 
 
-def apply() -> bool:
-    """Wrap HfArgumentParser.parse_args_into_dataclasses to rewrite old flags; True if it changed."""
-    argparser = importlib.import_module("transformers.hf_argparser")
-    cls = argparser.HfArgumentParser
-    if _patching.is_replaced(cls, "parse_args_into_dataclasses"):
-        return False
-    original = cls.__dict__["parse_args_into_dataclasses"]
-
+def _parse(original, cls):
     def parse_args_into_dataclasses(self, args: Optional[Sequence[str]] = None, *rest, **kwargs):
         """transformers' parser, after renaming flags this version no longer knows."""
-        import sys
-
         argv = list(sys.argv[1:] if args is None else args)
         return original(self, rewrite_flags(self, argv), *rest, **kwargs)
 
-    _patching.replace_attr(cls, "parse_args_into_dataclasses", parse_args_into_dataclasses)
-    return True
+    return parse_args_into_dataclasses
+
+
+PATCH = Patch(
+    name="training_args_flags",
+    reason=("--evaluation_strategy was renamed --eval_strategy (4.51+) and --warmup_ratio was removed "
+            "(5.x: --warmup_steps < 1 is a ratio); rewrite the old flags before parsing"),
+    upstream="transformers.HfArgumentParser.parse_args_into_dataclasses (used by llava.train.train.train)",
+    target="transformers.hf_argparser",
+    versions={"transformers": ">=4.51"},
+    note="eval_strategy from 4.51, warmup_ratio removed in 5.0; only flags the parser lacks are renamed",
+    sites=(Site("transformers.hf_argparser", "HfArgumentParser", "parse_args_into_dataclasses", _parse),),
+)
