@@ -9,10 +9,10 @@ from typing import Dict, List, Optional
 _log = logging.getLogger("llava_hybrid")
 _LOCK = threading.RLock()
 _SUMMARY: Optional[Dict[str, object]] = None
-_IN_PROGRESS = False  # re-entry guard: a room's register() may import a module that triggers the hook
+_IN_PROGRESS = False  # re-entry guard: a register() may import a module that triggers the startup hook
 
-# The rooms whose register() activate() calls, in order (host first: hybrid adds builder entries to
-# the host's registry).
+# The subpackages whose register() activate() calls: the host (everything LLaVA sees) and the hybrid
+# core (its transformers Auto classes).
 REGISTRANTS = ("llava_hybrid.host", "llava_hybrid.hybrid")
 
 
@@ -20,8 +20,8 @@ def activate() -> Dict[str, object]:
     """Apply every needed upstream patch, register the host and hybrid models, re-bind imported names.
 
     Idempotent and thread-safe: the second call returns the first call's summary without doing
-    anything. Returns {"patches": [needed patch names], "registered": [rooms registered],
-    "rebound": number of names re-pointed in already-imported llava modules}. A room that fails to
+    anything. Returns {"patches": [needed patch names], "registered": [subpackages registered],
+    "rebound": number of names re-pointed in already-imported llava modules}. A subpackage that fails to
     import or register raises (the plugin must not half-load).
     """
     global _SUMMARY, _IN_PROGRESS
@@ -44,9 +44,9 @@ def _activate_once() -> Dict[str, object]:
 
     summary: Dict[str, object] = {"patches": patches.apply_all()}
     registered: List[str] = []
-    for room in REGISTRANTS:
-        _find_register(room)()
-        registered.append(room)
+    for name in REGISTRANTS:
+        _find_register(name)()
+        registered.append(name)
     summary["registered"] = registered
     summary["rebound"] = _patching.rebind_imported()
     return summary
@@ -57,10 +57,10 @@ def is_active() -> bool:
     return _SUMMARY is not None
 
 
-def _find_register(room: str):
-    """`room.register`; import errors propagate, a missing register() is a broken install."""
-    module = importlib.import_module(room)
+def _find_register(name: str):
+    """`<name>.register`; import errors propagate, a missing register() is a broken install."""
+    module = importlib.import_module(name)
     register = getattr(module, "register", None)
     if register is None:
-        raise RuntimeError(f"llava_hybrid.activate(): {room} defines no register() (see docs/design.md)")
+        raise RuntimeError(f"llava_hybrid.activate(): {name} defines no register() (see docs/design.md)")
     return register

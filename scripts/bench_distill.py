@@ -1,4 +1,4 @@
-"""A distillation step against a plain SFT step of the same student, on CPU (issue 4's <= 1.6x target).
+"""A distillation step against a plain SFT step of the same student, on CPU (target: <= 1.6x).
 
     .venv/bin/python scripts/bench_distill.py                     # shipped easy-VQA teacher, 25 % student
     .venv/bin/python scripts/bench_distill.py --teacher <dir> --ratio 0.5 --batch-size 16

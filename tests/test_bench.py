@@ -1,4 +1,4 @@
-"""Decode benchmark (issue 6): the bandwidth bound against hand-computed Phi-2 numbers, the analytic parameter
+"""Decode benchmark: the bandwidth bound against hand-computed Phi-2 numbers, the analytic parameter
 count against real models, a tiny end-to-end run (rows + plots), and the fairness check that the project's
 decode loop and stock transformers generate produce the same tokens from the same weights."""
 

@@ -36,6 +36,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     ref = str(tmp_path / "ref")
     done = subprocess.run(_cmd(assets, ref), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
+    plan_line = "layer plan: M*M* (M = Mamba-2 at [0, 2], * = attention; 4 decoder layers)"
+    assert done.stdout.splitlines()[0] == plan_line, done.stdout[:2000]  # printed first, not logged at INFO
     # 2. the same command, killed (SIGKILL) right after its first checkpoint appears
     out = str(tmp_path / "killed")
     proc = subprocess.Popen(_cmd(assets, out), cwd=REPO, env=env, stdout=subprocess.DEVNULL,

@@ -69,9 +69,11 @@ def _fixed_batch_loss(model, trainer_like):
         return model(**batch).loss.item(), batch
 
 
-def test_sft_lowers_loss_and_learns_the_stop_token(task_ckpt, data, tmp_path):
+def test_sft_lowers_loss_and_learns_the_stop_token(task_ckpt, data, tmp_path, capsys):
     out = tmp_path / "out"
     trainer = main(_argv(task_ckpt, data, out, "--max_steps", "14", "--learning_rate", "4e-3"))
+    n = trainer.model.config.num_hidden_layers  # the run's first line: its layer plan (all attention here)
+    assert f"layer plan: {'*' * n} (M = Mamba-2 at [], * = attention; {n} decoder layers)" in capsys.readouterr().out
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 14
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4

@@ -1,4 +1,4 @@
-"""Decode speed and memory benchmarks of the hybrid decoders (issue 6): the bandwidth bound computed from a
+"""Decode speed and memory benchmarks of the hybrid decoders: the bandwidth bound computed from a
 config (`bound`), the models compared (`models`), the decode sweep (`decode`), the one-layer decode step
 against context length (`layer_step`) and the figures (`plots`). Entry point: scripts/bench_decode.py."""
 

@@ -1,4 +1,4 @@
-"""Cost of one distillation step against one plain SFT step of the same student (issue 4's target: <= 1.6x).
+"""Cost of one distillation step against one plain SFT step of the same student (target: <= 1.6x).
 
 Both steps run the real code on the same batch from LLaVA's own data module (phi template, the plugin's
 collator) and train the same parameters (the Mamba layers and the connector, the paper's default):

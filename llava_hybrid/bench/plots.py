@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
 _COLORS = {"teacher": "tab:gray", "hybrid-12.5%": "tab:blue", "hybrid-25%": "tab:orange", "hybrid-50%": "tab:green"}
 
@@ -31,7 +28,8 @@ def _series(rows, batch, key, engine="same"):
 
 def _panels(rows, title: str):
     batches = sorted({r["batch"] for r in rows})
-    fig, axes = plt.subplots(1, len(batches), figsize=(max(7.5, 6 * len(batches)), 4.4), squeeze=False)
+    fig = Figure(figsize=(max(7.5, 6 * len(batches)), 4.4))
+    axes = fig.subplots(1, len(batches), squeeze=False)
     fig.suptitle(title, fontsize=9)
     return fig, list(zip(batches, axes[0]))
 
@@ -66,7 +64,6 @@ def plot_decode(rows: list[dict], out_prefix: Path, label: str, xlabel: str = "g
         fig.tight_layout()
         path = Path(f"{out_prefix}_{kind}.png")
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         paths.append(path)
 
     fig, panels = _panels(rows, f"{label}\nhybrid / teacher decode speed (same engine) vs the bandwidth bound")
@@ -82,14 +79,14 @@ def plot_decode(rows: list[dict], out_prefix: Path, label: str, xlabel: str = "g
     fig.tight_layout()
     path = Path(f"{out_prefix}_ratio.png")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     paths.append(path)
     return paths
 
 
 def plot_layer_step(rows: list[dict], path: Path, label: str) -> Path:
     """One decode step of one Mamba layer vs one attention layer against the context length."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
     lengths = sorted({r["context_len"] for r in rows})
     for layer, color in (("attention", "tab:red"), ("mamba", "tab:green")):
         pts = sorted((r["context_len"], r["median_s"] * 1e3) for r in rows if r["layer"] == layer)
@@ -98,7 +95,6 @@ def plot_layer_step(rows: list[dict], path: Path, label: str) -> Path:
     _finish(fig, ax, "context length (cached tokens)", "median time of one step (ms)", lengths)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 

@@ -96,7 +96,7 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[ModelArguments, DataAr
 
 
 def resolve_model_path(path: str, flag: str) -> str:
-    """A local directory, or the `tinyllava` alias through the host room's resolver (ValueError naming flag)."""
+    """A local directory, or the `tinyllava` alias through the host's resolver (ValueError naming flag)."""
     from llava_hybrid.host.aliases import resolve_model_path as resolve
 
     if not path:

@@ -31,6 +31,7 @@ from llava_hybrid.distill.losses import (DistillLosses, ce_loss, coverage_mask, 
 from llava_hybrid.distill.schedule import wsd_scheduler
 from llava_hybrid.checkpoint_files import last_complete_checkpoint
 from llava_hybrid.host.saving import AtomicCheckpointMixin, remove_unfinished_saves, save_final_model
+from llava_hybrid.hybrid.configuration import layer_plan_line
 from llava_hybrid.hybrid.init import decoder_layers
 
 logger = logging.getLogger(__name__)
@@ -256,6 +257,8 @@ def main(argv: Optional[List[str]] = None):
     llava_hybrid.activate()
     model_args, data_args, training_args = parse_args(argv)
     plan = validate(model_args, data_args, training_args)
+    if training_args.should_log:
+        print(layer_plan_line(plan.num_layers, plan.mamba_layers), flush=True)
 
     from llava import conversation as conversation_lib
     from llava_hybrid.host.training import llava_train
@@ -269,10 +272,10 @@ def main(argv: Optional[List[str]] = None):
     student = build_distill_student(base, plan, model_args)
     del base
     n_train = sum(p.numel() for p in student.parameters() if p.requires_grad)
-    logger.info("distill: Mamba layers %s, %d trainable parameters (%s)", plan.mamba_layers, n_train,
-                ",".join(plan.trainable))
+    if training_args.should_log:
+        print(f"distill: {n_train:,} trainable parameters ({','.join(plan.trainable)})", flush=True)
 
-    # data: LLaVA's module with the phi template (the host room routes preprocess / collator)
+    # data: LLaVA's module with the phi template (host.preprocess routes the preprocessing and the collator)
     tokenizer.model_max_length = training_args.model_max_length
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:

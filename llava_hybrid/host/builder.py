@@ -30,19 +30,6 @@ def register_model_class(model_type: str, cls: type) -> None:
     MODEL_CLASSES[model_type] = cls
 
 
-# config.json model_type -> fn(model_path, **loader kwargs) -> (tokenizer, model, image_processor, context_len),
-# for checkpoints that need more than `cls.from_pretrained` (checked before MODEL_CLASSES)
-MODEL_LOADERS: Dict[str, Callable] = {}
-
-
-def register_loader(model_type: str, fn: Callable) -> None:
-    """Route checkpoints of `model_type` to a custom loader function (a different fn for a taken key is refused)."""
-    taken = MODEL_LOADERS.get(model_type)
-    if taken is not None and taken is not fn:
-        raise ValueError(f"model_type {model_type!r} already has loader {taken!r}; refusing {fn!r}")
-    MODEL_LOADERS[model_type] = fn
-
-
 def read_model_type(model_path: str, flag: str = "--model-path") -> str:
     """`model_type` from `<model_path>/config.json` (the one reader: CheckpointError naming path and flag)."""
     return read_config(model_path, flag).get("model_type", "")
@@ -122,20 +109,16 @@ def load_pretrained_model(model_path, model_base, model_name, load_8bit=False, l
                           device_map="auto", device="cuda", use_flash_attn=False, **kwargs):
     """LLaVA's `load_pretrained_model` signature and return; dispatch on config.json `model_type`.
 
-    Registered model types load through their loader or `load_registered_model` (no `model_base`:
-    LoRA / projector-only loading is refused for them); anything else goes to LLaVA's original loader.
+    Registered model types load through `load_registered_model` (no `model_base`: LoRA /
+    projector-only loading is refused for them); anything else goes to LLaVA's original loader.
     """
     config = read_config(str(model_path), "--model-path")
     model_type = config.get("model_type", "")
     refuse_remote_code(config, str(model_path), "--model-path", known_model_types=known_model_types())
-    if model_base is not None and (model_type in MODEL_LOADERS or model_type in MODEL_CLASSES):
+    if model_base is not None and model_type in MODEL_CLASSES:
         raise ValueError(f"--model-base {model_base!r} with a {model_type!r} checkpoint ({model_path}): "
                          "LoRA / projector-only loading is not supported for this model type; pass a merged "
                          "checkpoint as --model-path and no --model-base")
-    loader = MODEL_LOADERS.get(model_type)
-    if loader is not None:
-        return loader(str(model_path), device=device, device_map=device_map, load_8bit=load_8bit,
-                      load_4bit=load_4bit, use_flash_attn=use_flash_attn, **kwargs)
     cls = MODEL_CLASSES.get(model_type)
     if cls is not None:
         return load_registered_model(str(model_path), cls, device=device, device_map=device_map,

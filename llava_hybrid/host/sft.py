@@ -25,6 +25,7 @@ import transformers
 
 from llava_hybrid.checkpoint_files import last_complete_checkpoint, read_config, refuse_remote_code
 from llava_hybrid.compat import dtype_kwargs
+from llava_hybrid.hybrid.configuration import layer_plan_line
 
 from .builder import MODEL_CLASSES, known_model_types, read_model_type
 from .conversation import check_conv_mode
@@ -229,6 +230,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     conversation_lib.default_conversation = check_conv_mode(model_args.version, tokenizer)
 
     model = load_model(model_args, training_args)
+    if training_args.should_log:
+        print(layer_plan_line(model.config.num_hidden_layers, getattr(model.config, "mamba_layers", None)),
+              flush=True)
     if model_args.freeze_backbone:
         model.get_model().requires_grad_(False)
     if training_args.gradient_checkpointing:

@@ -65,10 +65,6 @@ class HybridCache:
         """Mark n more tokens as consumed by every layer."""
         self.length += n
 
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Tokens consumed so far (HF-style name; the same for every layer)."""
-        return self.length
-
     def reorder(self, beam_idx: torch.Tensor) -> None:
         """Row i <- row beam_idx[i] for every tensor, in place (beam search)."""
         for key_cache, value_cache in self.kv.values():

@@ -23,6 +23,8 @@ from llava_hybrid.compat import configs_are_dataclasses
 from llava_hybrid.mamba2.backend import BACKENDS as MAMBA_BACKENDS
 from llava_hybrid.mamba2.dims import Mamba2Dims
 
+from .plan import layer_pattern
+
 _HYBRID_DEFAULTS = dict(
     mamba_layers=None,
     mamba_d_state=None,
@@ -58,6 +60,14 @@ def mamba_dims(config) -> Mamba2Dims:
     return Mamba2Dims.of(config.hidden_size, heads, head_dim_of(config),
                          n_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
                          d_state=getattr(config, "mamba_d_state", None), d_conv=getattr(config, "mamba_d_conv", 4))
+
+
+def layer_plan_line(num_layers: int, mamba_layers) -> str:
+    """The line every training run prints first: its layer pattern (Megatron's symbols) and Mamba indices,
+    e.g. 'layer plan: M***M*** (M = Mamba-2 at [0, 4], * = attention; 8 decoder layers)'."""
+    layers = sorted(int(i) for i in mamba_layers or [])
+    return (f"layer plan: {layer_pattern(num_layers, layers)} (M = Mamba-2 at {layers}, * = attention; "
+            f"{num_layers} decoder layers)")
 
 
 def check_hybrid_config(config) -> None:

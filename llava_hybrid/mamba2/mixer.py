@@ -47,12 +47,6 @@ class Mamba2State:
         """Bytes held by the two state tensors."""
         return self.conv.numel() * self.conv.element_size() + self.ssm.numel() * self.ssm.element_size()
 
-    def reset(self) -> None:
-        """Back to a fresh (all-zero) state, in place."""
-        self.conv.zero_()
-        self.ssm.zero_()
-        self.seen_tokens = 0
-
     def reorder(self, batch_idx: Tensor) -> None:
         """Select / permute batch rows in place (beam search): row i <- row batch_idx[i]."""
         self.conv.copy_(self.conv.index_select(0, batch_idx))
