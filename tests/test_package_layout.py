@@ -90,6 +90,18 @@ def test_no_import_circle_among_the_package_modules():
     assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)
 
 
+def test_the_model_core_imports_neither_llava_nor_the_host():
+    offenders = []
+    for module, deps in import_graph(module_level_only=False).items():
+        if not module.startswith(CORE):
+            continue
+        for dep in deps:
+            if dep == "llava" or dep.startswith(("llava.", "llava_hybrid.host", "llava_hybrid.distill",
+                                                 "llava_hybrid.easyvqa", "llava_hybrid.bench")):
+                offenders.append(f"{module} imports {dep}")
+    assert not offenders, offenders
+
+
 def test_hybrid_and_mamba2_load_no_llava_module_even_when_building_a_student():
     proc = _fresh("""
         import sys
