@@ -16,13 +16,14 @@ directory (`config.name_or_path`) so a converted checkpoint can carry its tower 
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import List, Optional, Union
 
 import torch
 import torch.nn as nn
 from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+from llava_hybrid.checkpoint_files import CONFIG_NAME, read_config
 
 SIGLIP_MODEL_TYPES = ("siglip_vision_model", "siglip")
 SELECT_FEATURES = ("patch", "cls_patch", "patch_drop_first")
@@ -132,12 +133,10 @@ def load_siglip_image_processor(path: str) -> SiglipImageProcessor:
 
 
 def tower_model_type(path: str) -> Optional[str]:
-    """`model_type` of `<path>/config.json`, or None when `path` is not a directory with one."""
-    config_file = os.path.join(path, "config.json")
-    if not os.path.isfile(config_file):
+    """`model_type` of `<path>/config.json` (the one reader), or None when `path` is not a directory with one."""
+    if not os.path.isfile(os.path.join(path, CONFIG_NAME)):
         return None
-    with open(config_file) as f:
-        return json.load(f).get("model_type")
+    return read_config(path, "--vision_tower / mm_vision_tower").get("model_type")
 
 
 def resolve_tower_path(vision_tower: str, cfg) -> str:
