@@ -68,14 +68,12 @@ def is_converted(path: str) -> bool:
 def load_from_gguf(gguf: Optional[str] = None):
     """(model, tokenizer) by transformers' GGUF loader, fp32, quantisation metadata dropped."""
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llava_hybrid.host.builder import dtype_kwargs
+    from llava_hybrid.compat import dtype_kwargs, version_in, version_text
 
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    if (major, minor) < (4, 41):
-        raise RuntimeError(f"transformers {transformers.__version__} cannot read GGUF (needs >= 4.41): convert "
+    if not version_in("transformers", ">=4.41"):
+        raise RuntimeError(f"transformers {version_text('transformers')} cannot read GGUF (needs >= 4.41): convert "
                            "SmolLM2 on the transformers 5 lane; the saved checkpoint then loads on both lanes")
     gguf = gguf or gguf_path()
     folder, name = os.path.split(gguf)

@@ -89,7 +89,7 @@ def _ratio_layers(num_layers: int, ratio: str) -> List[int]:
 
 def _load(path: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from llava_hybrid.host.builder import dtype_kwargs
+    from llava_hybrid.compat import dtype_kwargs
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, **dtype_kwargs(torch.float32)).eval()
