@@ -241,7 +241,7 @@ def sparse_sub_config(full: Dict, composite_default: Dict, class_default: Dict) 
 def phi_text_config(config, torch_dtype: str) -> Dict:
     """The release's text_config: a Phi config as AutoConfig.from_pretrained('microsoft/phi-2') gives it,
     with this model's sizes, written sparsely."""
-    from llava_hybrid.hybrid.configuration import rope_settings
+    from llava_hybrid.compat import rope_settings
 
     theta, factor, _ = rope_settings(config)
     full = {name: getattr(config, name) for name in (
