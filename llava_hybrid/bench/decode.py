@@ -1,16 +1,20 @@
 """Decode speed and memory: the teacher shape against hybrids of the same shape (MaTVLM Fig. 1b / 1c).
 
 For every model, engine, batch and generated length one row:
-    engine "same"         the project's one decode loop (llava_hybrid.hybrid.generate_tokens, pre-allocated
-                          KV for attention layers, fixed Mamba states), for the teacher and every hybrid
-    engine "hf_generate"  the teacher's weights in stock transformers `PhiForCausalLM.generate` (the paper's
-                          baseline: a KV cache grown every step)
-Timing: a short random prompt, eos disabled, greedy; tokens_per_s = batch * (T - 1) / (seconds from the
-first new token, i.e. the end of the prefill, to the T-th), read from a clock that syncs the device only at
-the lengths asked for. Protocol "prefix" (default) times ONE run of max(T) tokens at every T (greedy: its
-first T tokens are the T-token run); "per_length" runs each T separately (exact CUDA peak memory per T);
-"context" prefills a random prompt of T tokens and times the next `context_steps` decode steps: the speed
-AT context T (what the bound at T describes), short enough to interleave models and repeat (noisy CPUs).
+    engine "same"                  the project's one decode loop (llava_hybrid.hybrid.generate_tokens: pre-allocated
+                                   KV for attention layers, fixed Mamba states, the static decode step run eagerly),
+                                   for the teacher and every hybrid
+    engine "same_compiled"         the same loop with the step under torch.compile(fullgraph=True) (`compile=True`)
+    engine "same_cuda_graph"       the same loop with the step replayed from a CUDA graph (`cuda_graph=True`, CUDA)
+    engine "hf_generate"           the teacher's weights in stock transformers `PhiForCausalLM.generate` (the
+                                   paper's baseline: a KV cache grown every step), SDPA attention
+Timing: a random prompt, eos disabled, greedy; tokens_per_s = batch * (T - 1) / (seconds from the first new
+token, i.e. the end of the prefill, to the T-th), read from a clock that syncs the device only at the lengths
+asked for. Protocol "prefix" (default) times ONE run of max(T) tokens at every T (greedy: its first T tokens
+are the T-token run); "per_length" runs each T separately (exact CUDA peak memory per T); "context" prefills a
+random prompt of T tokens, lets `skip_steps` decode steps pass (a CUDA graph's warm-up and capture) and times
+the next `context_steps`: the speed AT context T (what the bound at T describes), short enough to interleave
+models and repeat (noisy CPUs). `achieved_bytes_per_s`: the bytes the timed steps must read (bound.py) per second.
 Memory: per_length on CUDA: `max_memory_allocated` of the T-token call (prefix on CUDA records it for the
 longest T as `measured_peak_bytes`; a prefix run that does not fit falls back to per_length for that
 batch, so shorter lengths still get measured); otherwise the tensor accounting
@@ -47,12 +51,18 @@ class DecodeBenchSpec:
     gen_lens: tuple[int, ...] = (128, 256, 512, 1024, 2048)
     batches: tuple[int, ...] = (1,)
     prompt_len: int = 16
-    engines: tuple[str, ...] = ("same", "hf_generate")
+    engines: tuple[str, ...] = ("same", "hf_generate")  # ENGINES keys
     protocol: str = "prefix"  # "prefix" | "per_length" | "context" (see the module docstring)
     context_steps: int = 32  # protocol "context": decode steps timed after each prompt of length T
+    skip_steps: int = 3  # protocol "context": decode steps before the timed ones (CUDA-graph warm-up + capture)
     timer: str = "wall"  # "wall" | "cpu" (process CPU time; CPU device only)
     rounds: int = 1  # > 1: all models resident, run in turn `rounds` times, fastest round kept (noisy CPUs)
     seed: int = 0
+
+
+# engine -> generate_tokens options ("hf_generate" is stock transformers)
+ENGINES = {"same": {}, "same_compiled": {"compile": True}, "same_cuda_graph": {"cuda_graph": True},
+           "hf_generate": None}
 
 
 def _sync(device) -> None:
@@ -85,35 +95,16 @@ class StepClock:
         self.now = TIMERS[timer]
         self.count, self.times = 0, {}
 
-    def tick(self) -> None:
-        """One more token produced."""
+    def tick(self, *_) -> None:
+        """One more token produced (also generate_tokens' on_token callback)."""
         self.count += 1
         if self.count in self.checkpoints:
             _sync(self.device)
             self.times[self.count] = self.now()
 
-    def decode_seconds(self, n: int) -> float:
-        """Seconds from token 1 (end of the prefill) to token n: the decode of n - 1 tokens."""
-        return self.times[n] - self.times[1]
-
-
-class _ClockedModel:
-    """The project model as `generate_tokens` sees it, ticking the clock after each `next_token_logits`
-    (call k returns the logits that pick token k + 1; call 0 is the prefill)."""
-
-    def __init__(self, model, clock: StepClock):
-        self.model, self.clock, self.config = model, clock, model.config
-
-    def get_input_embeddings(self):
-        return self.model.get_input_embeddings()
-
-    def allocate_cache(self, batch_size, max_length):
-        return self.model.allocate_cache(batch_size, max_length)
-
-    def next_token_logits(self, **kwargs):
-        logits = self.model.next_token_logits(**kwargs)
-        self.clock.tick()
-        return logits
+    def decode_seconds(self, n: int, start: int = 1) -> float:
+        """Seconds from token `start` (1: the end of the prefill) to token n: the decode of n - start tokens."""
+        return self.times[n] - self.times[start]
 
 
 class _ClockStreamer(BaseStreamer):
@@ -133,9 +124,9 @@ class _ClockStreamer(BaseStreamer):
 
 def _generate(model, engine: str, ids: torch.Tensor, n: int, clock: StepClock | None = None) -> int:
     """Generate exactly n new tokens with `engine`; returns the bytes of the cache it used."""
-    if engine == "same":
-        runner = model if clock is None else _ClockedModel(model, clock)
-        out = generate_tokens(runner, ids, max_new_tokens=n).sequences  # eos_token_id=None: never stops early
+    if ENGINES[engine] is not None:  # eos_token_id=None: never stops early
+        out = generate_tokens(model, ids, max_new_tokens=n, on_token=None if clock is None else clock.tick,
+                              **ENGINES[engine]).sequences
         assert out.shape[1] == n, out.shape
         return _same_cache_bytes(model, ids.shape[0], ids.shape[1] + n)
     streamer = None if clock is None else _ClockStreamer(clock)
@@ -160,24 +151,25 @@ _OOM_ROW = {"oom": True, "tokens_per_s": None, "decode_s": None, "peak_mem_bytes
 
 
 def measure(model, engine: str, batch: int, gen_len: int, prompt_len: int, device, seed: int = 0,
-            timer: str = "wall") -> dict:
-    """Protocol "per_length": one generate call of gen_len tokens; tokens_per_s, decode_s, peak_mem_bytes
-    (CUDA max_memory_allocated, or CPU weights + cache accounting), cache_bytes, oom."""
+            timer: str = "wall", skip: int = 0) -> dict:
+    """Protocol "per_length" (and "context"): one generate call of gen_len tokens, timed from token 1 + skip;
+    tokens_per_s, decode_s, peak_mem_bytes (CUDA max_memory_allocated, or CPU weights + cache accounting),
+    cache_bytes, oom."""
     ids = _prompt(model, batch, prompt_len, device, seed)
     cuda = torch.device(device).type == "cuda"
     try:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        clock = StepClock([gen_len], device, timer)
+        clock = StepClock([1 + skip, gen_len], device, timer)
         cache_bytes = _generate(model, engine, ids, gen_len, clock)
     except torch.OutOfMemoryError:
         gc.collect()
         torch.cuda.empty_cache()
         return dict(_OOM_ROW)
-    decode_s = clock.decode_seconds(gen_len)
+    decode_s = clock.decode_seconds(gen_len, 1 + skip)
     weights = weight_bytes(model)
-    row = {"oom": False, "tokens_per_s": batch * (gen_len - 1) / decode_s, "decode_s": decode_s,
+    row = {"oom": False, "tokens_per_s": batch * (gen_len - 1 - skip) / decode_s, "decode_s": decode_s,
            "weight_bytes": weights, "cache_bytes": cache_bytes}
     if cuda:
         row["peak_mem_bytes"], row["peak_mem_source"] = torch.cuda.max_memory_allocated(), "max_memory_allocated"
@@ -228,8 +220,9 @@ def _measure_lengths(model, engine: str, batch: int, spec: DecodeBenchSpec) -> d
         measure(model, engine, batch, 8, spec.prompt_len, spec.device, spec.seed)  # warm-up
     except torch.OutOfMemoryError:
         return {t: dict(_OOM_ROW) for t in spec.gen_lens}
-    if spec.protocol == "context":  # a prompt of T tokens, then context_steps + 1 new tokens
-        return {t: measure(model, engine, batch, spec.context_steps + 1, t, spec.device, spec.seed, spec.timer)
+    if spec.protocol == "context":  # a prompt of T tokens, then skip_steps + context_steps + 1 new tokens
+        return {t: measure(model, engine, batch, spec.skip_steps + spec.context_steps + 1, t, spec.device,
+                           spec.seed, spec.timer, spec.skip_steps)
                 for t in spec.gen_lens}
     if spec.protocol == "prefix":
         results = measure_prefixes(model, engine, batch, spec.gen_lens, spec.prompt_len, spec.device, spec.seed,
@@ -258,26 +251,34 @@ def _best_of_rounds(rounds: list[dict]) -> dict:
 def _row(config, teacher_config, ratio, engine, batch, gen_len, result, spec: DecodeBenchSpec) -> dict:
     """One output row: identity, measurements and the bandwidth bound of the run."""
     dtype = DTYPES[spec.dtype]
-    prompt, steps = (gen_len, spec.context_steps + 1) if spec.protocol == "context" else (spec.prompt_len, gen_len)
+    if spec.protocol == "context":  # timed: the steps at contexts gen_len + skip .. gen_len + skip + steps - 1
+        prompt, steps = gen_len + spec.skip_steps, spec.context_steps + 1
+    else:
+        prompt, steps = spec.prompt_len, gen_len
     end = prompt + steps - 1  # tokens cached at the last timed step
+    read = config if ENGINES[engine] is not None else teacher_config  # what the timed steps read
+    mean_bytes = (decode_bytes(read, prompt, batch, dtype)["total"] + decode_bytes(read, end, batch, dtype)["total"]) / 2
+    speed = result.get("tokens_per_s")
     return {
         "model": model_name(ratio), "ratio": ratio, "mamba_layers": list(getattr(config, "mamba_layers", [])),
         "engine": engine, "batch": batch, "prompt_len": prompt, "gen_len": gen_len, "context_len_end": end,
         "protocol": spec.protocol, "rounds": spec.rounds, **result,
         "bound_speed_ratio": run_bound_speed_ratio(config, teacher_config, prompt, steps, batch, dtype),
-        "bound_bytes_per_step_end": decode_bytes(config if engine == "same" else teacher_config, end, batch,
-                                                 dtype)["total"],
+        "bound_bytes_per_step_end": decode_bytes(read, end, batch, dtype)["total"],
+        "achieved_bytes_per_s": None if not speed else mean_bytes * speed / batch,
     }
 
 
 def _models(spec: DecodeBenchSpec, max_positions: int):
-    """Yield (ratio, engine, model): the teacher ("same"), its weights in stock transformers Phi
-    ("hf_generate"; the teacher is dropped first), then each hybrid. Built one at a time."""
+    """Yield (ratio, engine, model): the teacher in each project engine, its weights in stock transformers Phi
+    ("hf_generate"; the teacher is dropped first), then each hybrid in each project engine. Built one at a
+    time (the engines of one model share it)."""
     dtype = DTYPES[spec.dtype]
+    ours = [e for e in spec.engines if ENGINES[e] is not None]
     for ratio in (0.0, *spec.ratios):
         model = build_model(shape_config(spec.shape, ratio, max_positions), spec.device, dtype, spec.seed)
-        if "same" in spec.engines:
-            yield ratio, "same", model
+        for engine in ours:
+            yield ratio, engine, model
         if ratio == 0.0 and "hf_generate" in spec.engines:
             reference = to_transformers_phi(model)
             del model
@@ -287,17 +288,18 @@ def _models(spec: DecodeBenchSpec, max_positions: int):
 
 
 def add_measured_ratios(rows: list[dict]) -> None:
-    """Add `speed_ratio_vs_teacher` (same engine, batch, length) and `speed_ratio_vs_hf_generate` to each row."""
-    def speed(model, engine, batch, gen_len):
-        for r in rows:
-            if (r["model"], r["engine"], r["batch"], r["gen_len"]) == (model, engine, batch, gen_len):
-                return r["tokens_per_s"]
-        return None
+    """Add to each row `speed_ratio_vs_teacher` (the teacher in the row's engine, same batch and length; stock
+    generate rows against the project's eager teacher), `speed_ratio_vs_hf_generate`, and
+    `speed_ratio_vs_eager` (the same model in the eager engine "same")."""
+    speeds = {(r["model"], r["engine"], r["batch"], r["gen_len"]): r["tokens_per_s"] for r in rows}
 
     for r in rows:
-        for key, engine in (("speed_ratio_vs_teacher", "same"), ("speed_ratio_vs_hf_generate", "hf_generate")):
-            base = speed("teacher", engine, r["batch"], r["gen_len"])
-            r[key] = r["tokens_per_s"] / base if r["tokens_per_s"] and base else None
+        key = r["batch"], r["gen_len"]
+        teacher_engine = r["engine"] if ENGINES.get(r["engine"]) is not None else "same"
+        for name, base in (("speed_ratio_vs_teacher", speeds.get(("teacher", teacher_engine, *key))),
+                           ("speed_ratio_vs_hf_generate", speeds.get(("teacher", "hf_generate", *key))),
+                           ("speed_ratio_vs_eager", speeds.get((r["model"], "same", *key)))):
+            r[name] = r["tokens_per_s"] / base if r["tokens_per_s"] and base else None
 
 
 def run_decode_benchmark(spec: DecodeBenchSpec, on_row=lambda row: None) -> list[dict]:
@@ -311,14 +313,19 @@ def run_decode_benchmark(spec: DecodeBenchSpec, on_row=lambda row: None) -> list
         raise ValueError(f"--dtype {spec.dtype!r} is not one of {sorted(DTYPES)}")
     if spec.protocol not in ("prefix", "per_length", "context"):
         raise ValueError(f"--protocol {spec.protocol!r} is not one of prefix, per_length, context")
-    unknown = set(spec.engines) - {"same", "hf_generate"}
+    unknown = set(spec.engines) - set(ENGINES)
     if unknown:
-        raise ValueError(f"--engines {sorted(unknown)} unknown; choose from same, hf_generate")
+        raise ValueError(f"--engines {sorted(unknown)} unknown; choose from {', '.join(ENGINES)}")
+    if "same_cuda_graph" in spec.engines and torch.device(spec.device).type != "cuda":
+        raise ValueError("--engines same_cuda_graph needs --device cuda")
+    if spec.skip_steps < 0 or spec.context_steps < 1:
+        raise ValueError(f"--skip-steps must be >= 0 and --context-steps >= 1, got {spec.skip_steps}, "
+                         f"{spec.context_steps}")
     if spec.timer not in TIMERS or (spec.timer == "cpu" and torch.device(spec.device).type != "cpu"):
         raise ValueError(f"--timer {spec.timer!r}: choose wall, or cpu on a CPU device")
     if spec.rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {spec.rounds}")
-    max_positions = max(spec.prompt_len, spec.context_steps + 1) + max(spec.gen_lens)
+    max_positions = max(spec.prompt_len, spec.skip_steps + spec.context_steps + 1) + max(spec.gen_lens)
     teacher_config = shape_config(spec.shape, 0.0, max_positions)
     rows: list[dict] = []
 

@@ -43,16 +43,31 @@ def _finish(fig, ax, xlabel, ylabel, gen_lens):
     ax.legend(fontsize=8)
 
 
+# the project's engines: marker + line style, label
+_ENGINE_STYLES = {"same": ("o:", "eager"), "same_compiled": ("^-", "compiled"),
+                  "same_cuda_graph": ("D-", "CUDA graph")}
+
+
+def _engines(rows) -> list[str]:
+    """The project engines present in rows, in _ENGINE_STYLES order."""
+    present = {r["engine"] for r in rows}
+    return [e for e in _ENGINE_STYLES if e in present]
+
+
 def plot_decode(rows: list[dict], out_prefix: Path, label: str, xlabel: str = "generated tokens") -> list[Path]:
     """Write <prefix>_speed.png, <prefix>_memory.png and <prefix>_ratio.png; returns the paths."""
     gen_lens = sorted({r["gen_len"] for r in rows})
+    engines = _engines(rows)
     paths = []
     for kind, key, ylabel, scale in (("speed", "tokens_per_s", "decode tokens / s", 1.0),
                                      ("memory", "peak_mem_bytes", "peak memory (MiB)", 2.0**-20)):
         fig, panels = _panels(rows, f"{label}\n{'decode throughput' if kind == 'speed' else 'memory: weights + cache'}")
         for batch, ax in panels:
-            for i, (model, (xs, ys)) in enumerate(_series(rows, batch, key).items()):
-                ax.plot(xs, [y * scale for y in ys], "o-", color=_color(model, i), label=f"{model} (same engine)")
+            for engine in engines if kind == "speed" else engines[:1]:  # memory does not depend on the engine
+                style, name = _ENGINE_STYLES[engine]
+                for i, (model, (xs, ys)) in enumerate(_series(rows, batch, key, engine).items()):
+                    ax.plot(xs, [y * scale for y in ys], style, color=_color(model, i),
+                            label=f"{model} ({name if kind == 'speed' else 'same engine'})")
             for model, (xs, ys) in _series(rows, batch, key, "hf_generate").items():
                 ax.plot(xs, [y * scale for y in ys], "s--", color="black", label=f"{model} (stock HF generate)")
             for r in rows:  # OOM markers on the x axis
@@ -68,11 +83,14 @@ def plot_decode(rows: list[dict], out_prefix: Path, label: str, xlabel: str = "g
 
     fig, panels = _panels(rows, f"{label}\nhybrid / teacher decode speed (same engine) vs the bandwidth bound")
     for batch, ax in panels:
-        measured = _series(rows, batch, "speed_ratio_vs_teacher")
-        bound = _series(rows, batch, "bound_speed_ratio")
-        for i, model in enumerate(m for m in measured if m != "teacher"):
-            ax.plot(*measured[model], "o-", color=_color(model, i), label=f"{model} measured")
-            ax.plot(*bound[model], ":", color=_color(model, i), label=f"{model} bound")
+        bound = _series(rows, batch, "bound_speed_ratio", engines[0]) if engines else {}
+        for engine in engines:
+            style, name = _ENGINE_STYLES[engine]
+            measured = _series(rows, batch, "speed_ratio_vs_teacher", engine)
+            for i, model in enumerate(m for m in measured if m != "teacher"):
+                ax.plot(*measured[model], style, color=_color(model, i), label=f"{model} measured, {name}")
+        for i, model in enumerate(m for m in bound if m != "teacher"):
+            ax.plot(*bound[model], "--", lw=0.9, color=_color(model, i), label=f"{model} bound")
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_title(f"batch {batch}")
         _finish(fig, ax, xlabel, "speed ratio vs teacher", gen_lens)

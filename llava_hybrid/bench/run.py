@@ -120,6 +120,9 @@ def markdown_tables(decode_json: Path) -> str:
             ("decode tokens/s", lambda r: "OOM" if r["oom"] else f"{r['tokens_per_s']:.1f}"),
             ("speed vs teacher (same engine): measured / bound",
              lambda r: "OOM" if r["oom"] else f"{r['speed_ratio_vs_teacher']:.2f} / {r['bound_speed_ratio']:.2f}"),
+            ("speed vs the same model in the eager engine",
+             lambda r: "-" if r["oom"] or r.get("speed_ratio_vs_eager") is None
+             else f"{r['speed_ratio_vs_eager']:.2f}"),
             ("speed vs stock HF generate teacher",
              lambda r: "-" if r["oom"] or r["speed_ratio_vs_hf_generate"] is None
              else f"{r['speed_ratio_vs_hf_generate']:.2f}"),

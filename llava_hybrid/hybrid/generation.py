@@ -1,6 +1,18 @@
 """One decode loop for every model of this project (hybrid or all-attention): prefill once (the Mamba
 layers run their chunked scan), then one token per step against a pre-allocated HybridCache.
 
+The step is static (`decode_logits`, the model's `decode_step`): every layer of the whole model for one
+token, K/V written in place at the cache's slot tensor, Mamba conv/SSM states updated in place, the
+positions advanced in place; no shape and no Python number changes from one token to the next or with
+the context length, and no host sync. So it can run as it is (eager), compiled by
+`torch.compile(fullgraph=True)` (`compile=True`: one compilation serves every step and context length),
+and, on CUDA, captured once per generation as a CUDA graph after two eager warm-up steps and replayed
+for every further token (`cuda_graph=True`, as mamba_ssm's `decode(cg=True)` and gpt-fast's
+"reduce-overhead"; it captures the compiled step when both are set). Token choice (argmax or a draw)
+stays on the device; the loop reads the device only to stop at eos (every token on CPU, where that is
+free; every `SYNC_EVERY` tokens on CUDA, trimming the tokens decoded past the stop) or for a streamer or
+stopping criteria.
+
 Modes: greedy, sampling (temperature, top_p, a torch.Generator for reproducibility), beam search
 (num_beams, length penalty 1: a finished hypothesis scores sum(log p) / its number of new tokens) and
 beam sampling (num_beams > 1 with do_sample, transformers' rule: each step's log-probabilities are
@@ -13,7 +25,8 @@ A streamer (transformers' TextStreamer / TextIteratorStreamer protocol: put(prom
 step, end()) sees the tokens as they are chosen. Returns only the new tokens (B, T), T <= max_new_tokens.
 
 The model must provide `next_token_logits(input_ids=, inputs_embeds=, attention_mask=, position_ids=,
-cache=) -> (B, V)`, `allocate_cache(batch, max_length)` and `get_input_embeddings()` (HybridCausalLMBase).
+cache=) -> (B, V)` (the prefill), `decode_step(tokens, positions, cache) -> (B, V)`, `allocate_cache(batch,
+max_length)` and `get_input_embeddings()` (HybridCausalLMBase).
 """
 
 from __future__ import annotations
@@ -32,6 +45,75 @@ _UNSUPPORTED_KWARGS = {"logits_processor", "prefix_allowed_tokens_fn", "constrai
                        "assistant_model", "max_length"}
 
 
+SYNC_EVERY = 8  # CUDA: tokens between two reads of the "every row done" flag (a host sync)
+CUDA_GRAPH_WARMUP = 2  # eager steps (on a side stream) before the CUDA graph is captured
+
+
+def decode_logits(model, cache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The static decode step: tokens (B,) at positions (B, 1) -> next logits (B, V) fp32; the cache's
+    slot and `positions` move on by one, in place."""
+    logits = model.decode_step(tokens, positions, cache).float()  # (B, V)
+    positions.add_(1)
+    return logits
+
+
+_COMPILED: dict = {}
+
+
+def compiled_decode_logits(backend="inductor"):
+    """decode_logits under torch.compile(fullgraph=True) with `backend` (a name or a dynamo backend
+    callable); one wrapper per backend (dynamo keeps the compiled graphs, guarded, on the function)."""
+    if backend not in _COMPILED:
+        _COMPILED[backend] = torch.compile(decode_logits, fullgraph=True, backend=backend)
+    return _COMPILED[backend]
+
+
+def _mark_cache_length_dynamic(cache) -> None:
+    """One compiled graph for every context length: the cache's length axis is symbolic for dynamo."""
+    torch._dynamo.maybe_mark_dynamic(cache.key_mask, 1)
+    for key_cache, value_cache in cache.kv.values():
+        torch._dynamo.maybe_mark_dynamic(key_cache, 2)
+        torch._dynamo.maybe_mark_dynamic(value_cache, 2)
+
+
+class _StaticStep:
+    """`decode_logits` on one cache: eager, compiled, or replayed from a CUDA graph (module docstring).
+
+    The CUDA graph reads the tokens from its own input buffer and returns the same output buffer at every
+    replay (valid until the next step)."""
+
+    def __init__(self, model, cache, compile=False, cuda_graph=False):
+        self.model, self.cache = model, cache
+        self.fn = decode_logits
+        if compile:
+            _mark_cache_length_dynamic(cache)
+            self.fn = compiled_decode_logits("inductor" if compile is True else compile)
+        if cuda_graph and cache.key_mask.device.type != "cuda":
+            raise ValueError(f"generate: cuda_graph=True needs the model on CUDA, got {cache.key_mask.device}")
+        self.cuda_graph, self.eager_steps = cuda_graph, 0
+        self.graph = self.tokens_in = self.logits_out = None
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if not self.cuda_graph:
+            return self.fn(self.model, self.cache, tokens, positions)
+        if self.graph is None and self.eager_steps < CUDA_GRAPH_WARMUP:
+            self.eager_steps += 1  # real steps, on a side stream (lazy inits, Triton JIT, allocator warm-up)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                logits = self.fn(self.model, self.cache, tokens, positions)
+            torch.cuda.current_stream().wait_stream(side)
+            return logits
+        if self.graph is None:  # capture records the step; it does not run it
+            self.tokens_in = tokens.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits_out = self.fn(self.model, self.cache, self.tokens_in, positions)
+        self.tokens_in.copy_(tokens)
+        self.graph.replay()
+        return self.logits_out
+
+
 @dataclass
 class GenerationOutput:
     """sequences: (B, T) new tokens; scores: (B,) beam score of each returned sequence (beam search), else None."""
@@ -44,8 +126,11 @@ class _Stepper:
     """Runs the model on the prompt (prefill) and then on one token at a time, keeping mask, positions
     and cache (or, without a cache, the whole sequence so far) for a batch of rows."""
 
-    def __init__(self, model, input_ids, inputs_embeds, attention_mask, max_new_tokens, use_cache):
+    def __init__(self, model, input_ids, inputs_embeds, attention_mask, max_new_tokens, use_cache,
+                 compile=False, cuda_graph=False):
         self.model, self.use_cache = model, use_cache
+        self.compile, self.cuda_graph = compile, cuda_graph
+        self.decode = self.next_positions = None
         prompt = input_ids if input_ids is not None else inputs_embeds
         b, l = prompt.shape[:2]
         device = prompt.device
@@ -64,27 +149,37 @@ class _Stepper:
                                             cache=self.cache).float()  # (B, V)
 
     def prefill(self) -> torch.Tensor:
-        """Logits after the prompt: (B, V)."""
-        return self._run(self.embeds, self.positions)
+        """Logits after the prompt: (B, V); with a cache, the static decode step takes over from here."""
+        logits = self._run(self.embeds, self.positions)
+        if self.use_cache:
+            self.cache.start_decode(self.mask if self.padded else None)
+            self.next_positions = self.positions[:, -1:] + 1  # (B, 1), advanced in place by each step
+            self.decode = _StaticStep(self.model, self.cache, self.compile, self.cuda_graph)
+        return logits
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append tokens (B,) and return the next logits (B, V)."""
+        if self.use_cache:
+            return self.decode(tokens, self.next_positions)
         new_embeds = self.model.get_input_embeddings()(tokens[:, None]).to(self.embeds.dtype)  # (B, 1, D)
         new_pos = self.positions[:, -1:] + 1  # (B, 1)
         self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
         self.positions = torch.cat([self.positions, new_pos], dim=1)
-        if self.use_cache:
-            return self._run(new_embeds, new_pos)
         self.embeds = torch.cat([self.embeds, new_embeds], dim=1)
         return self._run(self.embeds, self.positions)
 
     def reorder(self, rows: torch.Tensor) -> None:
-        """Rows i <- rows[i] (beam search)."""
-        self.mask, self.positions = self.mask[rows], self.positions[rows]
+        """Rows i <- rows[i] (beam search); the static step's buffers in place (a CUDA graph reads them)."""
         if self.cache is not None:
             self.cache.reorder(rows)
+            self.next_positions.copy_(self.next_positions[rows])
         else:
-            self.embeds = self.embeds[rows]
+            self.mask, self.positions, self.embeds = self.mask[rows], self.positions[rows], self.embeds[rows]
+
+    def finish(self) -> None:
+        """The cache leaves its static decode (its length counts the decoded tokens)."""
+        if self.cache is not None:
+            self.cache.finish_decode()
 
 
 @dataclass
@@ -125,10 +220,14 @@ def _criteria_hit(criteria, sequences: torch.Tensor, scores: torch.Tensor) -> to
     return hit
 
 
-def _greedy_or_sample(stepper, sampling, prompt_ids, max_new_tokens, eos_ids, pad_id, criteria, streamer):
+def _greedy_or_sample(stepper, sampling, prompt_ids, max_new_tokens, eos_ids, pad_id, criteria, streamer,
+                      on_token=None):
     logits = stepper.prefill()
     b = logits.shape[0]
     done = torch.zeros(b, dtype=torch.bool, device=logits.device)
+    all_done_at = torch.full((), max_new_tokens, dtype=torch.long, device=logits.device)  # first t with every row done
+    # how often the host reads `done`: every token where that is free (CPU) or needed (hooks), else in strides
+    every = 1 if logits.device.type == "cpu" or criteria or streamer is not None else SYNC_EVERY
     out = []
     if streamer is not None:
         streamer.put(prompt_ids.cpu())  # the prompt first: skip_prompt streamers drop exactly this
@@ -136,19 +235,27 @@ def _greedy_or_sample(stepper, sampling, prompt_ids, max_new_tokens, eos_ids, pa
         token = sampling.pick(logits)  # (B,)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         out.append(token)
+        if on_token is not None:
+            on_token(t)
         if streamer is not None:
             streamer.put(token.cpu())
         if eos_ids is not None:
             done |= torch.isin(token, eos_ids)
         if criteria:
             done |= _criteria_hit(criteria, torch.cat([prompt_ids, torch.stack(out, dim=1)], dim=1), logits)
-        if bool(done.all()):
-            break
+        if eos_ids is not None or criteria:
+            all_done_at = torch.where(done.all() & (all_done_at == max_new_tokens), t, all_done_at)
+            if (t + 1) % every == 0 and bool(done.all()):
+                break
         if t + 1 < max_new_tokens:
             logits = stepper.step(token)
+    stepper.finish()
     if streamer is not None:
         streamer.end()
-    return GenerationOutput(torch.stack(out, dim=1) if out else logits.new_zeros(b, 0, dtype=torch.long))
+    if not out:
+        return GenerationOutput(logits.new_zeros(b, 0, dtype=torch.long))
+    tokens = torch.stack(out, dim=1)  # (B, T'): with strided reads, tokens past the stop are cut off
+    return GenerationOutput(tokens[:, : int(all_done_at) + 1] if eos_ids is not None or criteria else tokens)
 
 
 def _candidates(cand: torch.Tensor, n: int, sampling: _Sampling):
@@ -234,6 +341,7 @@ def _beam_search(stepper, sampling, prompt_ids, batch, num_beams, max_new_tokens
             break
         stepper.reorder(rows)
         logp = _beam_step_scores(stepper.step(new_tok.view(-1)), sampling)
+    stepper.finish()
     # 5. each prompt's best hypothesis
     best = [max(hyps, key=lambda h: h[0]) for hyps in finished]
     sequences = torch.full((batch, max(len(seq) for _, seq in best)), pad_id, dtype=torch.long, device=device)
@@ -259,7 +367,7 @@ def _as_criteria(stopping_criteria) -> list:
 def generate_tokens(model, input_ids=None, inputs_embeds=None, attention_mask=None, *, max_new_tokens=16,
                     do_sample=False, temperature=1.0, top_p=1.0, num_beams=1, eos_token_id=None,
                     pad_token_id=None, use_cache=True, generator=None, stopping_criteria=None,
-                    streamer=None) -> GenerationOutput:
+                    streamer=None, compile=False, cuda_graph=False, on_token=None) -> GenerationOutput:
     """Generate up to max_new_tokens new tokens per row; see the module docstring.
 
     input_ids (B, P) or inputs_embeds (B, P, D); attention_mask (B, P) with left padding; eos_token_id
@@ -267,7 +375,11 @@ def generate_tokens(model, input_ids=None, inputs_embeds=None, attention_mask=No
     whole sequence each step (a reference for tests). stopping_criteria: callables (ids, scores) -> bool
     or (N,) bool, called after every token with the prompt ids (none when the prompt came as embeddings,
     as transformers) followed by the new tokens, and the step's scores. streamer: put()/end() as
-    transformers' streamers (greedy and sampling only, as transformers). Returns
+    transformers' streamers (greedy and sampling only, as transformers). compile: run the static decode
+    step under torch.compile(fullgraph=True) (True: inductor; or a dynamo backend name / callable);
+    cuda_graph: replay it from a CUDA graph (CUDA only). Both need use_cache. on_token(t): called once
+    token t (0-based) of every row is chosen, without reading the device (greedy and sampling; the
+    benchmark's clock). Returns
     GenerationOutput(sequences (B, T), scores).
     """
     if (input_ids is None) == (inputs_embeds is None):
@@ -280,6 +392,9 @@ def generate_tokens(model, input_ids=None, inputs_embeds=None, attention_mask=No
         raise ValueError(
             f"generate: do_sample needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}"
         )
+    if (compile or cuda_graph) and not use_cache:
+        raise ValueError("generate: compile / cuda_graph run the cached static decode step; use_cache=False "
+                         "recomputes the whole sequence instead")
     if streamer is not None and num_beams > 1:
         raise ValueError("generate: a streamer cannot be used with beam search (as in transformers); "
                          "set num_beams=1")
@@ -300,12 +415,13 @@ def generate_tokens(model, input_ids=None, inputs_embeds=None, attention_mask=No
     if num_beams > 1:
         expand = lambda x: None if x is None else x.repeat_interleave(num_beams, dim=0)  # noqa: E731
         stepper = _Stepper(model, expand(input_ids), expand(inputs_embeds), expand(attention_mask),
-                           max_new_tokens, use_cache)
+                           max_new_tokens, use_cache, compile, cuda_graph)
         return _beam_search(stepper, sampling, prompt_ids, batch, num_beams, max_new_tokens, eos_ids,
                             pad_token_id, criteria)
-    stepper = _Stepper(model, input_ids, inputs_embeds, attention_mask, max_new_tokens, use_cache)
+    stepper = _Stepper(model, input_ids, inputs_embeds, attention_mask, max_new_tokens, use_cache, compile,
+                       cuda_graph)
     return _greedy_or_sample(stepper, sampling, prompt_ids, max_new_tokens, eos_ids, pad_token_id, criteria,
-                             streamer)
+                             streamer, on_token)
 
 
 def _generation_defaults(model) -> list:
@@ -332,14 +448,15 @@ def generate_from_kwargs(model, inputs=None, **kwargs) -> torch.Tensor:
     `stopping_criteria` and `streamer` (what llava.serve.cli and model_worker pass); hooks this loop does
     not implement (logits_processor, constraints, max_length, ...) raise NotImplementedError.
     eos_token_id / pad_token_id default to model.generation_config (when present), then model.config, as
-    transformers does (LLaVA's eval scripts pass no eos); max_new_tokens to 20.
+    transformers does (LLaVA's eval scripts pass no eos); max_new_tokens to 20. The project's engine
+    options `compile` and `cuda_graph` (see generate_tokens) are accepted too.
     """
     unsupported = sorted(key for key in kwargs if key in _UNSUPPORTED_KWARGS and kwargs[key] is not None)
     if unsupported:
         raise NotImplementedError(
             f"generate: {unsupported} not supported by the llava_hybrid decode loop (supported: do_sample, "
             "temperature, top_p, num_beams, max_new_tokens, eos_token_id, pad_token_id, attention_mask, "
-            "inputs_embeds, generator, stopping_criteria, streamer)")
+            "inputs_embeds, generator, stopping_criteria, streamer, compile, cuda_graph)")
     if kwargs.get("top_k") not in (None, 0) or kwargs.get("num_return_sequences", 1) not in (None, 1):
         raise NotImplementedError("generate: top_k and num_return_sequences > 1 are not supported")
     use_cache = kwargs.pop("use_cache", True)
@@ -366,6 +483,8 @@ def generate_from_kwargs(model, inputs=None, **kwargs) -> torch.Tensor:
         generator=kwargs.pop("generator", None),
         stopping_criteria=kwargs.pop("stopping_criteria", None),
         streamer=kwargs.pop("streamer", None),
+        compile=kwargs.pop("compile", False),
+        cuda_graph=kwargs.pop("cuda_graph", False),
     )
     inputs_embeds = kwargs.pop("inputs_embeds", None)
     attention_mask = kwargs.pop("attention_mask", None)

@@ -158,10 +158,13 @@ class Attention(nn.Module):
 
         padding_mask: (B, past+L), 1 = token; position_ids: (B, L) (default past..past+L-1);
         cache: HybridCache or None; with a cache, K/V are written at positions past..past+L-1 where
-        past = cache.length (the model advances cache.length after all layers).
+        past = cache.length (the model advances cache.length after all layers). A cache in its static
+        decode (`cache.stepping`: one token, position_ids given) takes K/V at its slot tensor and the
+        token attends to the whole buffer under the cache's key mask: no Python number is read.
         """
         b, l, _ = hidden_states.shape
-        past = cache.length if cache is not None else 0
+        stepping = cache is not None and cache.stepping
+        past = 0 if cache is None or stepping else cache.length
         if position_ids is None:
             position_ids = default_positions(b, l, past, hidden_states.device)
 
@@ -174,8 +177,10 @@ class Attention(nn.Module):
         cos, sin = self.rotary.cos_sin(position_ids, q.dtype)  # (B, 1, L, R)
         q, k = self.rotary.rotate(q, cos, sin), self.rotary.rotate(k, cos, sin)
 
-        # 3. append to the cache: k, v become (B, kv_heads, past+L, hd)
-        if cache is not None:
+        # 3. append to the cache: k, v become (B, kv_heads, past+L, hd), or the whole buffers when stepping
+        if stepping:
+            k, v = cache.write_step_kv(self.layer_idx, k, v)  # (B, kv_heads, max_length, hd)
+        elif cache is not None:
             k, v = cache.write_kv(self.layer_idx, k, v)
 
         # 4. GQA: repeat each kv head for its group of query heads -> (B, heads, T, hd)
@@ -186,7 +191,9 @@ class Attention(nn.Module):
 
         # 5. softmax(q k^T / sqrt(hd) + mask) v
         dropout = self.attention_dropout if self.training else 0.0
-        if padding_mask is None and past == 0 and l > 1:
+        if stepping:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.step_key_mask(), dropout_p=dropout)
+        elif padding_mask is None and past == 0 and l > 1:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         else:
             mask = attention_bool_mask(padding_mask, l, past, b, hidden_states.device)

@@ -48,6 +48,8 @@ class HybridDecoderLayer(nn.Module):
         last L columns (padded positions are zeroed before its conv and scan).
         """
         if self.is_mamba:
+            if cache is not None and cache.stepping:  # the static decode step: state updated in place
+                return self.mamba.step(x, cache.mamba_state(self.layer_idx))
             mask = attention_mask[:, -x.shape[1] :] if attention_mask is not None else None
             state = cache.mamba_state(self.layer_idx) if cache is not None else None
             return self.mamba(x, attention_mask=mask, state=state)
@@ -158,6 +160,21 @@ class HybridDecoderBase(HybridPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
+    def decode_step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: HybridCache) -> torch.Tensor:
+        """The static decode step of every layer: tokens (B,) at positions (B, 1) -> last hidden (B, D), normed.
+
+        The cache must be in its static decode (`cache.start_decode`): each attention layer writes K/V at
+        the cache's slot tensor and attends to the whole buffer under its key mask, each Mamba layer updates
+        its fixed-size state in place, and the slot moves on by one. Shapes and Python values are the same
+        at every step and context length (what torch.compile and CUDA graphs need)."""
+        cache.open_slot()
+        hidden = self.embed_dropout(self.embed_tokens(tokens[:, None]))  # (B, 1, D)
+        for layer in self.layers:
+            hidden = layer(hidden, None, positions, cache)
+        cache.close_slot()
+        return self.final_norm_module()(hidden)[:, 0]  # (B, D)
+
+
 class HybridCausalLMBase(HybridPreTrainedModel):
     """Decoder + lm_head, loss, and the project's `generate`. Subclasses set `decoder_class` (a LLaVA
     subclass may replace it with its LLaVA model class) and `lm_head_bias`."""
@@ -245,6 +262,11 @@ class HybridCausalLMBase(HybridPreTrainedModel):
             past_key_values=cache,
         )
         return self.lm_head(out.last_hidden_state[:, -1])
+
+    def decode_step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: HybridCache) -> torch.Tensor:
+        """Next-token logits (B, V) of tokens (B,) at positions (B, 1): the static one-token step of the whole
+        model (HybridDecoderBase.decode_step + lm_head) that the decode loop compiles or graph-captures."""
+        return self.lm_head(self.model.decode_step(tokens, positions, cache))
 
     @torch.no_grad()
     def generate(self, inputs=None, **kwargs):

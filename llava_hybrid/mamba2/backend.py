@@ -1,5 +1,6 @@
 """The Mamba-2 kernels, as one op table: the project's PyTorch ops (`torch`, everywhere) or the fused
-CUDA kernels of mamba_ssm + causal_conv1d (`cuda`, only where both import and the tensors are on CUDA).
+CUDA kernels (`cuda`, only where mamba_ssm imports and the tensors are on CUDA): mamba_ssm's Triton SSD
+scan, state update and gated norm, with causal_conv1d's conv when it imports (the PyTorch conv otherwise).
 
 One signature per op, whatever runs it (b batch, l length, d = conv_dim channels, k = d_conv, h heads,
 p head_dim, g B/C groups, n d_state):
@@ -40,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "cuda")
 ENV_VAR = "LLAVA_HYBRID_MAMBA_BACKEND"
-INSTALL_HINT = "install the GPU extra with `pip install -e .[gpu]` (mamba-ssm and causal-conv1d, built for your CUDA)"
+INSTALL_HINT = ("install the GPU extra with `pip install -e .[gpu]` (mamba-ssm, and causal-conv1d for the fused "
+                "conv; both built for your CUDA)")
 
 
 @dataclass(frozen=True)
@@ -60,28 +62,73 @@ TORCH_OPS = Mamba2Ops("torch", conv=causal_conv1d, conv_step=causal_conv1d_step,
 
 Backend = Union[str, Mamba2Ops]
 _import_error: str | None = None
+_cuda_table: Mamba2Ops | None = None
+_cuda_tried = False
+cuda_conv_source: str | None = None  # "causal_conv1d" or "torch" once the CUDA table is loaded
 
 
-@functools.lru_cache(maxsize=1)
-def _load_cuda_ops() -> Mamba2Ops | None:
-    """Import the optional kernels once and wrap them in the table's signatures; None (reason kept) if absent."""
-    global _import_error
+def _import_mamba_triton():
+    """mamba_ssm's Mamba-2 Triton modules (ssd_combined, selective_state_update, layernorm_gated).
+
+    `mamba_ssm/__init__.py` imports the Mamba-1 CUDA extension `selective_scan_cuda` and the model classes
+    unconditionally; an install made with MAMBA_SKIP_CUDA_BUILD=TRUE has no such extension although the
+    Mamba-2 kernels (pure Triton) work. When the package import fails and the package is installed, its
+    submodules are imported with the package's `__init__` skipped (a bare package module over the same
+    directory), which is logged; nothing of Mamba-1 is imported or replaced."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    names = ("ssd_combined", "selective_state_update", "layernorm_gated")
     try:
-        from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
-        from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
-        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
-        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+        import mamba_ssm  # noqa: F401
+    except ImportError as e:
+        spec = importlib.util.find_spec("mamba_ssm") if "mamba_ssm" not in sys.modules else None
+        if spec is None or not spec.submodule_search_locations:
+            raise
+        package = types.ModuleType("mamba_ssm")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        sys.modules["mamba_ssm"] = package
+        logger.info("llava_hybrid: `import mamba_ssm` failed (%s); its Mamba-2 Triton kernels are imported "
+                    "from %s without the package __init__", e, package.__path__[0])
+    return [importlib.import_module(f"mamba_ssm.ops.triton.{name}") for name in names]
+
+
+def _load_cuda_ops() -> Mamba2Ops | None:
+    """Import the optional kernels once and wrap them in the table's signatures; None (reason kept) if absent.
+
+    mamba_ssm's Triton kernels are required (SSD scan, state update, gated norm); causal_conv1d's CUDA conv
+    is used when it imports, else the project's PyTorch conv (the same op signatures, on CUDA tensors)."""
+    global _import_error, _cuda_table, _cuda_tried, cuda_conv_source
+    if _cuda_tried:
+        return _cuda_table
+    _cuda_tried = True
+    try:
+        ssd_combined, state_update, layernorm_gated = _import_mamba_triton()
     except Exception as e:  # ImportError, or an OSError / RuntimeError from a broken CUDA build
         _import_error = f"{type(e).__name__}: {e}"
         return None
+    mamba_chunk_scan_combined = ssd_combined.mamba_chunk_scan_combined
+    selective_state_update = state_update.selective_state_update
+    rmsnorm_fn = layernorm_gated.rmsnorm_fn
+    try:
+        from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
+    except Exception as e:
+        logger.info("llava_hybrid: causal_conv1d unavailable (%s: %s); the cuda backend uses the PyTorch conv",
+                    type(e).__name__, e)
+        conv, conv_step, cuda_conv_source = causal_conv1d, causal_conv1d_step, "torch"
+    else:
+        cuda_conv_source = "causal_conv1d"
 
-    def conv(x, weight, bias=None, initial_state=None):
-        if initial_state is not None:  # a prefill continuing a cached state: the PyTorch conv reads it
-            return causal_conv1d(x, weight, bias, initial_state)
-        return causal_conv1d_fn(x.contiguous(), weight, bias, activation=None)
+        def conv(x, weight, bias=None, initial_state=None):
+            if initial_state is not None:  # a prefill continuing a cached state: the PyTorch conv reads it
+                return causal_conv1d(x, weight, bias, initial_state)
+            return causal_conv1d_fn(x.contiguous(), weight, bias, activation=None)
 
-    def conv_step(x, conv_state, weight, bias=None):
-        return causal_conv1d_update(x.contiguous(), conv_state, weight, bias, activation=None)
+        def conv_step(x, conv_state, weight, bias=None):
+            return causal_conv1d_update(x.contiguous(), conv_state, weight, bias, activation=None)
 
     def scan(x, dt, A, B, C, chunk_size, D=None, initial_state=None):
         if chunk_size & (chunk_size - 1):
@@ -97,7 +144,9 @@ def _load_cuda_ops() -> Mamba2Ops | None:
     def gated_norm(x, z, weight, eps, group_size, norm_before_gate):
         return rmsnorm_fn(x, weight, None, z=z, eps=eps, group_size=group_size, norm_before_gate=norm_before_gate)
 
-    return Mamba2Ops("cuda", conv=conv, conv_step=conv_step, scan=scan, scan_step=scan_step, gated_norm=gated_norm)
+    _cuda_table = Mamba2Ops("cuda", conv=conv, conv_step=conv_step, scan=scan, scan_step=scan_step,
+                            gated_norm=gated_norm)
+    return _cuda_table
 
 
 def cuda_import_error() -> str | None:
@@ -108,9 +157,9 @@ def cuda_import_error() -> str | None:
 
 def cuda_ops() -> Mamba2Ops:
     """The CUDA table; raises ValueError with the install hint when the kernels cannot be imported."""
-    ops = _load_cuda_ops()
+    ops = _cuda_table if _cuda_tried else _load_cuda_ops()
     if ops is None:
-        raise ValueError(f"mamba_backend='cuda' needs mamba_ssm and causal_conv1d ({_import_error}); {INSTALL_HINT}")
+        raise ValueError(f"mamba_backend='cuda' needs mamba_ssm ({_import_error}); {INSTALL_HINT}")
     return ops
 
 
@@ -146,10 +195,19 @@ def resolve_backend(backend: str = "auto", device: torch.device | str | None = N
 
 
 def resolve_ops(backend: Backend = "auto", device: torch.device | str | None = None) -> Mamba2Ops:
-    """The op table for tensors on `device`: a given table as it is, else TORCH_OPS or the CUDA table."""
+    """The op table for tensors on `device`: a given table as it is, else TORCH_OPS or the CUDA table.
+
+    Inside torch.compile the choice is made once, while tracing, and is a constant of the graph (a later
+    change of LLAVA_HYBRID_MAMBA_BACKEND applies to eager calls and to new compilations)."""
     if isinstance(backend, Mamba2Ops):
         return backend
-    return cuda_ops() if resolve_backend(backend, device) == "cuda" else TORCH_OPS
+    return cuda_ops() if _resolved_name(backend, device) == "cuda" else TORCH_OPS
+
+
+@torch.compiler.assume_constant_result
+def _resolved_name(backend: str, device) -> str:
+    """resolve_backend, run eagerly even while torch.compile traces (it reads the environment and logs)."""
+    return resolve_backend(backend, device)
 
 
 @functools.lru_cache(maxsize=None)
@@ -170,6 +228,6 @@ def _resolve(requested: str, device_type: str) -> str:
     elif _load_cuda_ops() is None:
         chosen, why = "torch", f"auto: CUDA kernels unavailable ({_import_error}); {INSTALL_HINT} for speed"
     else:
-        chosen, why = "cuda", "auto: mamba_ssm and causal_conv1d available"
+        chosen, why = "cuda", f"auto: mamba_ssm available (conv: {cuda_conv_source})"
     logger.info("llava_hybrid Mamba-2 backend: %s (%s)", chosen, why)
     return chosen

@@ -224,7 +224,9 @@ class Mamba2Mixer(nn.Module):
             mask = attention_mask[:, -l:].to(hidden_states.dtype)[..., None]  # (B, L, 1)
             hidden_states = hidden_states * mask
         if state is not None and l == 1:
-            return self._step(hidden_states, state, mask, ops)
+            out = self._step(hidden_states, state, mask, ops)
+            state.seen_tokens += 1
+            return out
 
         # 1. project: z gate, conv input xBC, dt
         zxbcdt = self.in_proj(hidden_states)  # (B, L, d_in_proj)
@@ -259,6 +261,11 @@ class Mamba2Mixer(nn.Module):
         y = self.norm(y, z)  # (B, L, d_inner)
         return self.out_proj(y)  # (B, L, d_model)
 
+    def step(self, hidden_states: Tensor, state: Mamba2State) -> Tensor:
+        """One decode token, no padding: (B, 1, d_model) -> (B, 1, d_model), conv and ssm states updated in
+        place; `state.seen_tokens` is left to the caller (the static decode step reads no Python number)."""
+        return self._step(hidden_states, state, None, resolve_ops(self.backend, hidden_states.device))
+
     def _step(self, hidden_states: Tensor, state: Mamba2State, mask: Tensor | None, ops) -> Tensor:
         """One decode token: (B, 1, d_model) -> (B, 1, d_model); conv and ssm states updated in place."""
         b, d = hidden_states.shape[0], self.dims
@@ -274,7 +281,6 @@ class Mamba2Mixer(nn.Module):
         x, B, C = self._split_xbc(xBC)  # (B, H, P), (B, H, N), (B, H, N)
         dt, A = self._ssm_params(dt, step_mask, hidden_states)  # (B, H), (H,)
         y = ops.scan_step(state.ssm, x, dt, A, B, C, self.D)  # (B, H, P)
-        state.seen_tokens += 1
         y = self.norm(y.reshape(b, 1, d.d_inner), z[:, None])  # (B, 1, d_inner)
         return self.out_proj(y)  # (B, 1, d_model)
 
