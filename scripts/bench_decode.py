@@ -43,11 +43,15 @@ def main(argv=None) -> None:
     ap.add_argument("--gen-lens", type=ints, help="generated lengths, comma separated")
     ap.add_argument("--batches", type=ints, help="batch sizes, comma separated")
     ap.add_argument("--prompt-len", type=int, default=16)
-    ap.add_argument("--engines", default="same,hf_generate", help="same and/or hf_generate")
+    ap.add_argument("--engines", default="same,same_compiled,hf_generate",
+                    help="comma separated: same (eager step), same_compiled (torch.compile), same_cuda_graph (CUDA), "
+                         "hf_generate (stock transformers)")
     ap.add_argument("--protocol", choices=["prefix", "per_length", "context"],
                     help="prefix (one run timed at every length; default on cuda), per_length, or context "
                          "(prompt of each length + --context-steps timed steps; default on cpu)")
     ap.add_argument("--context-steps", type=int, default=32)
+    ap.add_argument("--skip-steps", type=int, default=3,
+                    help="protocol context: decode steps before the timed ones (a CUDA graph's warm-up + capture)")
     ap.add_argument("--timer", choices=["wall", "cpu"],
                     help="wall clock, or this process's CPU time (default: cpu on cpu, a shared machine)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds, fastest kept (default: 5 on cpu, 1 on cuda)")
@@ -75,11 +79,14 @@ def main(argv=None) -> None:
         raise ValueError("--device cuda but torch.cuda.is_available() is False")
     shape, dtype, gen_lens, batches, layer_lens, protocol, rounds = DEFAULTS[kind]
     torch.set_num_threads(args.threads)
+    # one compiled step per model and batch size (plus one per dynamic-batch recompile): keep them all compiled
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    torch._dynamo.config.fail_on_recompile_limit_hit = True  # never time an eager fallback as "compiled"
     spec = DecodeBenchSpec(
         device=args.device, shape=args.shape or shape, dtype=args.dtype or dtype, ratios=args.ratios,
         gen_lens=args.gen_lens or ints(gen_lens), batches=args.batches or ints(batches),
         prompt_len=args.prompt_len, engines=tuple(args.engines.split(",")), protocol=args.protocol or protocol,
-        context_steps=args.context_steps, rounds=args.rounds or rounds, seed=args.seed,
+        context_steps=args.context_steps, skip_steps=args.skip_steps, rounds=args.rounds or rounds, seed=args.seed,
         timer=args.timer or ("cpu" if kind == "cpu" else "wall"))
     layer = ints(layer_lens) if args.layer_step_lens is None else args.layer_step_lens
     for path in run_all(spec, args.out_dir, layer, args.layer_shape, tag=args.tag):

@@ -12,14 +12,16 @@ One training step (`distill_losses`):
      layer's input x_l and output T_l(x_l);
   3. the student runs normally on the same inputs (its own splice): logits for L_prob and L_ce (skipped
      when beta = gamma = 0: the layer-only objective needs no full student forward);
-  4. each student Mamba decoder layer runs a second time on the teacher's x_l: S_l(x_l) for L_layer;
+  4. each student Mamba decoder layer runs a second time on the teacher's x_l: S_l(x_l) for L_layer; with
+     the student forward of step 3 this twin pass is batched into it (`twin_pass`: the layer runs once on
+     [its own input; x_l] stacked along the batch), else the layers run alone (`layer_only_loss`);
   5. L = alpha L_layer + beta L_prob + gamma L_ce (terms with weight 0 are not computed).
 """
 from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -76,6 +78,55 @@ def layer_only_loss(student: nn.Module, taps: Dict[int, tuple], mask: Optional[t
     return layer_distill_loss(t_out, s_out, mask, norm=layer_norm)
 
 
+def _stacked(own: Optional[torch.Tensor], theirs: Optional[torch.Tensor], like: torch.Tensor):
+    """[own; theirs] along the batch for a (B, L) mask or positions; None when both are None (a missing
+    one is all ones: no padding)."""
+    if own is None and theirs is None:
+        return None
+    ones = lambda: torch.ones(like.shape[:2], dtype=torch.long, device=like.device)  # noqa: E731
+    own, theirs = (ones() if t is None else t for t in (own, theirs))
+    return torch.cat([own.to(theirs.dtype), theirs])
+
+
+@contextmanager
+def twin_pass(student: nn.Module, taps: Dict[int, tuple], attention_mask: Optional[torch.Tensor] = None,
+              position_ids: Optional[torch.Tensor] = None):
+    """Eq. 9's second pass batched into the student's forward: each Mamba decoder layer i in `taps` runs once
+    on [its own input (B, L, D); the teacher's x_i (B, L, D)] and passes on the first B rows; yields
+    {i: S_i(x_i) (B, L, D)}, filled by the forward that runs inside the block.
+
+    A decoder layer treats rows independently (norms, the mixer, the MLP), so the rows equal two separate
+    calls; one call reads the weights once and launches each op once. attention_mask / position_ids: the
+    teacher's (B, L) for x_i's rows."""
+    outputs: Dict[int, torch.Tensor] = {}
+    layers, handles = decoder_layers(student), []
+
+    def hooks(i):
+        x = taps[i][0].detach()
+
+        def stack(module, args):  # the decoder calls layer(hidden, attention_mask, position_ids, cache)
+            hidden, mask, positions, cache = (list(args) + [None] * 4)[:4]
+            if cache is not None:
+                raise ValueError("twin_pass runs in training forwards only (no cache)")
+            both = torch.cat([hidden, x.to(hidden.dtype)])  # (2B, L, D)
+            return both, _stacked(mask, attention_mask, hidden), _stacked(positions, position_ids, hidden), None
+
+        def split(module, args, output):
+            outputs[i] = output[x.shape[0]:]  # S_i(x_i)
+            return output[: x.shape[0]]
+
+        return stack, split
+
+    for i in taps:
+        stack, split = hooks(i)
+        handles += [layers[i].register_forward_pre_hook(stack), layers[i].register_forward_hook(split)]
+    try:
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def distill_losses(student: nn.Module, teacher: nn.Module, batch: Dict, mamba_layers: Sequence[int], *,
                    alpha: float = 1.0, beta: float = 1.0, gamma: float = 0.0, temperature: float = 1.0,
                    layer_norm: str = "l2", tokens: str = "all", student_forward=None) -> DistillLosses:
@@ -102,16 +153,27 @@ def distill_losses(student: nn.Module, teacher: nn.Module, batch: Dict, mamba_la
     mask = coverage_mask(mm_labels, mm_mask, tokens)                           # (B, L')
     zero = torch.zeros((), dtype=torch.float32, device=t_logits.device)
     prob = ce = zero
+    twin: Dict[int, torch.Tensor] = {}
     if beta > 0 or gamma > 0:
-        s_logits = student_forward(input_ids=input_ids, attention_mask=attention_mask, images=images,
-                                   image_sizes=image_sizes, use_cache=False).logits  # (B, L', V)
+        # step 4 inside step 3 (twin_pass); not under reentrant gradient checkpointing, whose forward runs
+        # without grad inside the checkpointed layer, where the twin rows are split off
+        checkpointing = getattr(student.get_model() if hasattr(student, "get_model") else student.model,
+                                "gradient_checkpointing", False) and student.training
+        batched = alpha > 0 and not checkpointing
+        with twin_pass(student, {i: taps[i] for i in mamba_layers}, mm_mask, position_ids) if batched \
+                else nullcontext({}) as twin:
+            s_logits = student_forward(input_ids=input_ids, attention_mask=attention_mask, images=images,
+                                       image_sizes=image_sizes, use_cache=False).logits  # (B, L', V)
         assert s_logits.shape[:2] == t_logits.shape[:2], (s_logits.shape, t_logits.shape)
         zero = s_logits.float().sum() * 0.0
         prob = prob_distill_loss(s_logits, t_logits, mask, temperature) if beta > 0 else zero
         ce = ce_loss(s_logits, mm_labels) if gamma > 0 else zero
     # 4. each student Mamba layer on the teacher's input to that layer
     layer = zero
-    if alpha > 0:
+    if alpha > 0 and twin:
+        layer = layer_distill_loss([taps[i][1] for i in mamba_layers], [twin[i] for i in mamba_layers], mask,
+                                   norm=layer_norm)
+    elif alpha > 0:
         taps = {i: taps[i] for i in mamba_layers}
         layer = layer_only_loss(student, taps, mask, layer_norm, attention_mask=mm_mask, position_ids=position_ids)
     # 5. Eq. 11
