@@ -29,15 +29,7 @@ def _losses_and_grads(student, teacher, batch, batched: bool):
     from llava_hybrid.distill import trainer
 
     student.zero_grad(set_to_none=True)
-    if batched:
-        losses = trainer.distill_losses(student, teacher, batch, MAMBA_LAYERS)
-    else:  # the layers' second pass on their own, as without a student forward
-        no_twin = trainer.twin_pass
-        trainer.twin_pass = lambda *a, **k: __import__("contextlib").nullcontext({})
-        try:
-            losses = trainer.distill_losses(student, teacher, batch, MAMBA_LAYERS)
-        finally:
-            trainer.twin_pass = no_twin
+    losses = trainer.distill_losses(student, teacher, batch, MAMBA_LAYERS, batch_twin=batched)
     losses.total.backward()
     grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
     return losses.as_floats(), grads

@@ -1,12 +1,14 @@
-"""Cost of one distillation step against one plain SFT step of the same student (target: <= 1.6x).
+"""Cost of one distillation step against one plain SFT step of the same student (target: <= 1.5x).
 
 Both steps run the real code on the same batch from LLaVA's own data module (phi template, the plugin's
 collator) and train the same parameters (the Mamba layers and the connector, the paper's default):
 - SFT step: student forward with labels (cross-entropy) + backward + AdamW step;
 - distillation step: `llava_hybrid.distill.trainer.distill_losses` (frozen teacher forward with layer taps,
-  student forward, each student Mamba layer re-run on the teacher's input, Eq. 11) + backward + AdamW step.
+  student forward with each student Mamba layer's second pass on the teacher's input batched into it, Eq. 11)
+  + backward + AdamW step;
+- the same distillation step with the second pass run apart (`batch_twin=False`, the previous way).
 The teacher's share is the time of its part alone (multimodal splice + forward with taps, no grad) over the
-distillation step. Rounds interleave the three measurements, so machine noise hits them alike; the median
+distillation step. Rounds interleave the four measurements, so machine noise hits them alike; the median
 of the rounds is kept.
 """
 from __future__ import annotations
@@ -109,6 +111,12 @@ def _measure(spec: DistillStepSpec) -> Dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def distill_step_separate_twin():
+        losses = distill_losses(student, teacher, batch, layers, batch_twin=False)
+        losses.total.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     def teacher_part():  # what distill_losses spends on the teacher (steps 1-2 there)
         with torch.no_grad():
             (_, pos, mask, _, embeds, _) = teacher.prepare_inputs_labels_for_multimodal(
@@ -117,14 +125,16 @@ def _measure(spec: DistillStepSpec) -> Dict:
                 teacher(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False)
 
     clock = TIMERS[spec.timer]
+    steps = {"sft": sft_step, "distill": distill_step, "distill_separate_twin": distill_step_separate_twin,
+             "teacher": teacher_part}
     for _ in range(spec.warmup):
-        sft_step(), distill_step(), teacher_part()
-    times: Dict[str, List[float]] = {"sft": [], "distill": [], "teacher": []}
+        for step in steps.values():
+            step()
+    times: Dict[str, List[float]] = {k: [] for k in steps}
     for _ in range(spec.rounds):
-        times["sft"].append(_timed(sft_step, clock))
-        times["distill"].append(_timed(distill_step, clock))
-        times["teacher"].append(_timed(teacher_part, clock))
-    sft_s, distill_s, teacher_s = (statistics.median(times[k]) for k in ("sft", "distill", "teacher"))
+        for name, step in steps.items():
+            times[name].append(_timed(step, clock))
+    sft_s, distill_s, separate_s, teacher_s = (statistics.median(times[k]) for k in steps)
     return {
         "spec": asdict(spec),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -135,6 +145,7 @@ def _measure(spec: DistillStepSpec) -> Dict:
         "seq_len": int(batch["input_ids"].shape[1]),
         "sft_step_s": sft_s, "distill_step_s": distill_s, "teacher_part_s": teacher_s,
         "ratio_distill_over_sft": distill_s / sft_s,
+        "distill_separate_twin_step_s": separate_s, "ratio_separate_twin_over_sft": separate_s / sft_s,
         "samples_per_s_sft": spec.batch_size / sft_s, "samples_per_s_distill": spec.batch_size / distill_s,
         "teacher_share_of_distill_step": teacher_s / distill_s,
         "rounds_s": times,

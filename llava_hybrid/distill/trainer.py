@@ -129,10 +129,13 @@ def twin_pass(student: nn.Module, taps: Dict[int, tuple], attention_mask: Option
 
 def distill_losses(student: nn.Module, teacher: nn.Module, batch: Dict, mamba_layers: Sequence[int], *,
                    alpha: float = 1.0, beta: float = 1.0, gamma: float = 0.0, temperature: float = 1.0,
-                   layer_norm: str = "l2", tokens: str = "all", student_forward=None) -> DistillLosses:
+                   layer_norm: str = "l2", tokens: str = "all", student_forward=None,
+                   batch_twin: bool = True) -> DistillLosses:
     """Eq. 11 on one batch (input_ids, labels, attention_mask, images), every term returned.
 
     student_forward: how to call the student (the DeepSpeed engine during training); default `student`.
+    batch_twin: run the layers' second pass inside the student forward (twin_pass); False runs it apart
+    (the same numbers; the benchmark's reference).
     """
     student_forward = student_forward or student
     input_ids, labels = batch["input_ids"], batch.get("labels")
@@ -159,7 +162,7 @@ def distill_losses(student: nn.Module, teacher: nn.Module, batch: Dict, mamba_la
         # without grad inside the checkpointed layer, where the twin rows are split off
         checkpointing = getattr(student.get_model() if hasattr(student, "get_model") else student.model,
                                 "gradient_checkpointing", False) and student.training
-        batched = alpha > 0 and not checkpointing
+        batched = batch_twin and alpha > 0 and not checkpointing
         with twin_pass(student, {i: taps[i] for i in mamba_layers}, mm_mask, position_ids) if batched \
                 else nullcontext({}) as twin:
             s_logits = student_forward(input_ids=input_ids, attention_mask=attention_mask, images=images,
