@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -30,6 +30,7 @@ from torch import nn
 from llava_hybrid.distill.arguments import TRAINABLE_PARTS, DistillPlan, parse_args, validate
 from llava_hybrid.distill.losses import (DistillLosses, ce_loss, coverage_mask, layer_distill_loss,
                                          prob_distill_loss, total_loss)
+from llava_hybrid.distill.passes import capture_layers, layer_only_loss, twin_pass
 from llava_hybrid.distill.schedule import wsd_scheduler
 from llava_hybrid.checkpoint_files import last_complete_checkpoint
 from llava_hybrid.host.saving import AtomicCheckpointMixin, remove_unfinished_saves, save_final_model
@@ -37,94 +38,6 @@ from llava_hybrid.hybrid.configuration import layer_plan_line
 from llava_hybrid.hybrid.init import decoder_layers
 
 logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def capture_layers(model: nn.Module, indices: Sequence[int]):
-    """Forward hooks on decoder layers `indices`: yields {i: (input hidden (B, L, D), output (B, L, D))}."""
-    captured: Dict[int, tuple] = {}
-    handles = []
-    layers = decoder_layers(model)
-
-    def hook(i):
-        def fn(module, args, kwargs, output):
-            x = args[0] if args else kwargs["hidden_states"]
-            y = output[0] if isinstance(output, (tuple, list)) else output
-            captured[i] = (x, y)
-        return fn
-
-    for i in indices:
-        handles.append(layers[i].register_forward_hook(hook(i), with_kwargs=True))
-    try:
-        yield captured
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def layer_only_loss(student: nn.Module, taps: Dict[int, tuple], mask: Optional[torch.Tensor], layer_norm: str,
-                    attention_mask: Optional[torch.Tensor] = None,
-                    position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """L_layer (Eq. 9): each student Mamba decoder layer i run on the teacher's input x_i, against T_i(x_i).
-
-    taps: {i: (x_i (B, L, D), T_i(x_i) (B, L, D))} from the teacher (live hooks or a cache); mask (B, L).
-    Only the student's Mamba layers run: no embedding, no other layer, no lm_head.
-    """
-    s_layers = decoder_layers(student)
-    t_out, s_out = [], []
-    for i, (x, y) in taps.items():
-        s_out.append(s_layers[i](x.detach(), attention_mask=attention_mask, position_ids=position_ids))  # (B, L, D)
-        t_out.append(y)
-    return layer_distill_loss(t_out, s_out, mask, norm=layer_norm)
-
-
-def _stacked(own: Optional[torch.Tensor], theirs: Optional[torch.Tensor], like: torch.Tensor):
-    """[own; theirs] along the batch for a (B, L) mask or positions; None when both are None (a missing
-    one is all ones: no padding)."""
-    if own is None and theirs is None:
-        return None
-    ones = lambda: torch.ones(like.shape[:2], dtype=torch.long, device=like.device)  # noqa: E731
-    own, theirs = (ones() if t is None else t for t in (own, theirs))
-    return torch.cat([own.to(theirs.dtype), theirs])
-
-
-@contextmanager
-def twin_pass(student: nn.Module, taps: Dict[int, tuple], attention_mask: Optional[torch.Tensor] = None,
-              position_ids: Optional[torch.Tensor] = None):
-    """Eq. 9's second pass batched into the student's forward: each Mamba decoder layer i in `taps` runs once
-    on [its own input (B, L, D); the teacher's x_i (B, L, D)] and passes on the first B rows; yields
-    {i: S_i(x_i) (B, L, D)}, filled by the forward that runs inside the block.
-
-    A decoder layer treats rows independently (norms, the mixer, the MLP), so the rows equal two separate
-    calls; one call reads the weights once and launches each op once. attention_mask / position_ids: the
-    teacher's (B, L) for x_i's rows."""
-    outputs: Dict[int, torch.Tensor] = {}
-    layers, handles = decoder_layers(student), []
-
-    def hooks(i):
-        x = taps[i][0].detach()
-
-        def stack(module, args):  # the decoder calls layer(hidden, attention_mask, position_ids, cache)
-            hidden, mask, positions, cache = (list(args) + [None] * 4)[:4]
-            if cache is not None:
-                raise ValueError("twin_pass runs in training forwards only (no cache)")
-            both = torch.cat([hidden, x.to(hidden.dtype)])  # (2B, L, D)
-            return both, _stacked(mask, attention_mask, hidden), _stacked(positions, position_ids, hidden), None
-
-        def split(module, args, output):
-            outputs[i] = output[x.shape[0]:]  # S_i(x_i)
-            return output[: x.shape[0]]
-
-        return stack, split
-
-    for i in taps:
-        stack, split = hooks(i)
-        handles += [layers[i].register_forward_pre_hook(stack), layers[i].register_forward_hook(split)]
-    try:
-        yield outputs
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def distill_losses(student: nn.Module, teacher: nn.Module, batch: Dict, mamba_layers: Sequence[int], *,
