@@ -58,6 +58,7 @@ class DecodeBenchSpec:
     timer: str = "wall"  # "wall" | "cpu" (process CPU time; CPU device only)
     rounds: int = 1  # > 1: all models resident, run in turn `rounds` times, fastest round kept (noisy CPUs)
     seed: int = 0
+    deadline: float | None = None  # time.monotonic() after which no row starts (recorded as skipped)
 
 
 # engine -> generate_tokens options ("hf_generate" is stock transformers)
@@ -130,6 +131,7 @@ def _generate(model, engine: str, ids: torch.Tensor, n: int, clock: StepClock | 
         assert out.shape[1] == n, out.shape
         return _same_cache_bytes(model, ids.shape[0], ids.shape[1] + n)
     streamer = None if clock is None else _ClockStreamer(clock)
+    model.generation_config.cache_implementation = None  # the default DynamicCache, grown every step
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
                          eos_token_id=None, pad_token_id=0, return_dict_in_generate=True, streamer=streamer)
     assert out.sequences.shape[1] == ids.shape[1] + n, out.sequences.shape
@@ -148,6 +150,7 @@ def _prompt(model, batch: int, prompt_len: int, device, seed: int) -> torch.Tens
 
 
 _OOM_ROW = {"oom": True, "tokens_per_s": None, "decode_s": None, "peak_mem_bytes": None, "cache_bytes": None}
+_SKIPPED_ROW = {**_OOM_ROW, "oom": False, "skipped": "time budget"}
 
 
 def measure(model, engine: str, batch: int, gen_len: int, prompt_len: int, device, seed: int = 0,
@@ -215,15 +218,26 @@ def measure_prefixes(model, engine: str, batch: int, gen_lens, prompt_len: int, 
 
 def _measure_lengths(model, engine: str, batch: int, spec: DecodeBenchSpec) -> dict[int, dict]:
     """{gen_len: measurements} of one model, engine and batch (a short warm-up first; after an OOM the
-    longer lengths are recorded as OOM without running)."""
+    longer lengths are recorded as OOM without running; past spec.deadline rows are recorded as skipped)."""
+    def late():
+        return spec.deadline is not None and time.monotonic() > spec.deadline
+
+    if late():
+        return {t: dict(_SKIPPED_ROW) for t in spec.gen_lens}
     try:
         measure(model, engine, batch, 8, spec.prompt_len, spec.device, spec.seed)  # warm-up
     except torch.OutOfMemoryError:
         return {t: dict(_OOM_ROW) for t in spec.gen_lens}
     if spec.protocol == "context":  # a prompt of T tokens, then skip_steps + context_steps + 1 new tokens
-        return {t: measure(model, engine, batch, spec.skip_steps + spec.context_steps + 1, t, spec.device,
-                           spec.seed, spec.timer, spec.skip_steps)
-                for t in spec.gen_lens}
+        results, oom = {}, False
+        for t in spec.gen_lens:
+            if oom or late():
+                results[t] = dict(_OOM_ROW if oom else _SKIPPED_ROW)
+                continue
+            results[t] = measure(model, engine, batch, spec.skip_steps + spec.context_steps + 1, t, spec.device,
+                                 spec.seed, spec.timer, spec.skip_steps)
+            oom = results[t]["oom"]
+        return results
     if spec.protocol == "prefix":
         results = measure_prefixes(model, engine, batch, spec.gen_lens, spec.prompt_len, spec.device, spec.seed,
                                    spec.timer)

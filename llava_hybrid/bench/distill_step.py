@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -157,3 +158,87 @@ def write_result(result: Dict, out_json: str) -> None:
     os.makedirs(os.path.dirname(out_json) or ".", exist_ok=True)
     with open(out_json, "w") as f:
         json.dump(result, f, indent=2)
+
+
+@dataclass
+class LMDistillStepSpec:
+    """One distillation step of the language-model part at a named shape (bench.models.SHAPES), random weights:
+    the GPU check's step at the paper's shape (Phi-2 teacher + 25 % student, bf16, 1 x 1428 tokens)."""
+    shape: str = "phi2"
+    ratio: float = 0.25
+    seq_len: int = 1428          # the paper's training sequence (image tokens + text), as embeddings
+    batch_size: int = 1
+    dtype: str = "bf16"
+    device: str = "cuda"
+    steps: int = 3               # timed steps, after one warm-up step
+    seed: int = 0
+
+
+def run_lm_distill_step(spec: LMDistillStepSpec) -> Dict:
+    """Eq. 11 (alpha = beta = 1, gamma = 0) on random embeddings of `seq_len` tokens: the frozen teacher's forward
+    with layer taps (distill.passes.capture_layers), the student's forward with the twin pass batched into it
+    (twin_pass), the losses of distill.losses, backward, AdamW on the Mamba layers. What distill_losses adds for
+    a VLM (the image splice, the vision tower) is not part of it. Returns seconds per step, samples/s and the
+    peak memory (CUDA max_memory_allocated; on CPU the parameter + gradient + optimizer-state bytes)."""
+    from llava_hybrid.distill.losses import coverage_mask, layer_distill_loss, prob_distill_loss, total_loss
+    from llava_hybrid.distill.passes import capture_layers, twin_pass
+    from llava_hybrid.hybrid.init import build_student
+    from llava_hybrid.hybrid.plan import plan_mamba_layers
+
+    from .models import DTYPES, build_model, shape_config
+
+    dtype, device = DTYPES[spec.dtype], torch.device(spec.device)
+    cuda = device.type == "cuda"
+    teacher = build_model(shape_config(spec.shape, 0.0, spec.seq_len), device, dtype, spec.seed)
+    teacher.requires_grad_(False)
+    layers = plan_mamba_layers(teacher.config.num_hidden_layers, spec.ratio)
+    student = build_student(teacher, layers, seed=spec.seed).train()
+    student.requires_grad_(False)
+    trained = [p for name, p in student.named_parameters() if ".mamba." in name]
+    for p in trained:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(trained, lr=1e-5)
+    gen = torch.Generator(device="cpu").manual_seed(spec.seed)
+    hidden = teacher.config.hidden_size
+    embeds = (torch.randn(spec.batch_size, spec.seq_len, hidden, generator=gen) * 0.02).to(device, dtype)
+    labels = torch.randint(0, teacher.config.vocab_size, (spec.batch_size, spec.seq_len), generator=gen).to(device)
+    mask = coverage_mask(labels, None, "all")
+
+    def step():
+        with torch.no_grad(), capture_layers(teacher, layers) as taps:
+            t_logits = teacher(inputs_embeds=embeds, use_cache=False).logits  # (B, L, V)
+        with twin_pass(student, {i: taps[i] for i in layers}) as twin:
+            s_logits = student(inputs_embeds=embeds, use_cache=False).logits  # (B, L, V)
+        layer = layer_distill_loss([taps[i][1] for i in layers], [twin[i] for i in layers], mask)
+        prob = prob_distill_loss(s_logits, t_logits, mask, 1.0)
+        loss = total_loss(layer=layer, prob=prob, ce=prob * 0.0, alpha=1.0, beta=1.0, gamma=0.0)
+        loss.total.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    losses = [step().as_floats()]  # warm-up: kernels compiled / autotuned, optimizer states allocated
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(spec.steps):
+        sync()
+        start = time.perf_counter()
+        losses.append(step().as_floats())
+        sync()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    n_trained = sum(p.numel() for p in trained)
+    return {
+        "spec": asdict(spec), "mamba_layers": layers, "trained_parameters": n_trained,
+        "step_s": seconds, "step_s_all": times, "samples_per_s": spec.batch_size / seconds,
+        "tokens_per_s": spec.batch_size * spec.seq_len / seconds,
+        "peak_mem_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+        "peak_mem_source": "max_memory_allocated" if cuda else None,
+        "losses": losses, "finite": all(math.isfinite(v) for row in losses for v in row.values()),
+        "optimizer_state_dtype": spec.dtype, "note": "AdamW states in the parameter dtype (no fp32 master copy)",
+    }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from transformers import PhiConfig, PhiForCausalLM
 
-from llava_hybrid.compat import rope_settings
+from llava_hybrid.compat import rope_settings, transformers_version
 from llava_hybrid.hybrid import HybridPhiConfig, HybridPhiForCausalLM, plan_mamba_layers
 
 SHAPES: dict[str, dict] = {
@@ -63,9 +63,11 @@ def transformers_phi_config(config: HybridPhiConfig) -> PhiConfig:
         raise ValueError(f"stock transformers Phi has no Mamba layers; got mamba_layers={config.mamba_layers}")
     fields = {key: getattr(config, key) for key in SHAPE_FIELDS}
     theta, partial_rotary, _ = rope_settings(config)
+    # SDPA where stock Phi has it (transformers >= 4.38; LLaVA's 4.37 pin runs Phi's eager attention)
+    attention = {"attn_implementation": "sdpa"} if transformers_version() >= (4, 38, 0) else {}
     return PhiConfig(**fields, rope_theta=theta, partial_rotary_factor=partial_rotary,
                      max_position_embeddings=config.max_position_embeddings,
-                     eos_token_id=None, bos_token_id=None, pad_token_id=None)
+                     eos_token_id=None, bos_token_id=None, pad_token_id=None, **attention)
 
 
 

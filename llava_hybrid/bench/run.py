@@ -48,21 +48,23 @@ def _write(path: Path, header: dict, rows: list[dict]) -> None:
 
 
 def run_all(spec: DecodeBenchSpec, out_dir: Path, layer_lens=(), layer_shape: str = "phi2", layer_repeats: int = 10,
-            log=print, tag: str = "") -> list[Path]:
+            log=print, tag: str = "", rows: list | None = None) -> list[Path]:
     """Run the decode sweep (and, when layer_lens is non-empty, the layer-step sweep); write JSON + PNGs
-    into out_dir (file names decode_<device>[_<tag>]...); returns the written paths."""
+    into out_dir (file names decode_<device>[_<tag>]...); returns the written paths. rows: earlier rows to
+    keep in the same JSON and plots (a sweep run in parts); the new rows are appended to it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device_kind = torch.device(spec.device).type + (f"_{tag}" if tag else "")
     header = {**machine_header(spec.device), "what": "decode speed and memory, teacher vs hybrids",
               "spec": asdict(spec)}
     decode_json = out_dir / f"decode_{device_kind}.json"
-    rows: list[dict] = []
+    rows = [] if rows is None else rows
 
     def on_row(row):
         rows.append(row)
         _write(decode_json, header, rows)
-        speed = "OOM" if row["oom"] else f"{row['tokens_per_s']:9.1f} tok/s"
+        speed = ("OOM" if row["oom"] else "skipped (time budget)" if row.get("skipped")
+                 else f"{row['tokens_per_s']:9.1f} tok/s")
         log(f"{row['model']:>13} {row['engine']:>11} batch {row['batch']:>3} T {row['gen_len']:>6}: {speed}  "
             f"bound x{row['bound_speed_ratio']:.3f}")
 
@@ -117,9 +119,11 @@ def markdown_tables(decode_json: Path) -> str:
         cells = {(r["model"], r["engine"], r["gen_len"]): r for r in rows if r["batch"] == batch}
         keys = list(dict.fromkeys((r["model"], r["engine"]) for r in rows if r["batch"] == batch))
         for title, fmt in (
-            ("decode tokens/s", lambda r: "OOM" if r["oom"] else f"{r['tokens_per_s']:.1f}"),
+            ("decode tokens/s", lambda r: "OOM" if r["oom"] else "-" if r["tokens_per_s"] is None
+             else f"{r['tokens_per_s']:.1f}"),
             ("speed vs teacher (same engine): measured / bound",
-             lambda r: "OOM" if r["oom"] else f"{r['speed_ratio_vs_teacher']:.2f} / {r['bound_speed_ratio']:.2f}"),
+             lambda r: "OOM" if r["oom"] else "-" if r["speed_ratio_vs_teacher"] is None
+             else f"{r['speed_ratio_vs_teacher']:.2f} / {r['bound_speed_ratio']:.2f}"),
             ("speed vs the same model in the eager engine",
              lambda r: "-" if r["oom"] or r.get("speed_ratio_vs_eager") is None
              else f"{r['speed_ratio_vs_eager']:.2f}"),
@@ -128,6 +132,9 @@ def markdown_tables(decode_json: Path) -> str:
              else f"{r['speed_ratio_vs_hf_generate']:.2f}"),
             ("memory MiB (peak_mem_bytes) / of which cache",
              lambda r: "OOM" if r["oom"] else f"{_mib(r['peak_mem_bytes'])} / {_mib(r['cache_bytes'])}"),
+            ("achieved GB/s (bytes the timed steps must read / time)",
+             lambda r: "OOM" if r["oom"] else "-" if not r.get("achieved_bytes_per_s")
+             else f"{r['achieved_bytes_per_s'] / 1e9:.1f}"),
         ):
             lines = [f"| {m} | {e} | " + " | ".join(fmt(cells[m, e, t]) if (m, e, t) in cells else "" for t in lens)
                      + " |" for m, e in keys]

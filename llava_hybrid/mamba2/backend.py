@@ -83,7 +83,7 @@ def _import_mamba_triton():
     names = ("ssd_combined", "selective_state_update", "layernorm_gated")
     try:
         import mamba_ssm  # noqa: F401
-    except ImportError as e:
+    except Exception as e:  # ImportError of selective_scan_cuda, or a model class that fails to import
         spec = importlib.util.find_spec("mamba_ssm") if "mamba_ssm" not in sys.modules else None
         if spec is None or not spec.submodule_search_locations:
             raise
