@@ -4,7 +4,7 @@ and layer_step_<device>.json/.png. See docs/benchmarks.md.
 
     # CPU (the committed numbers: scaled shape, fp32, one thread, speed at each context length, 5 rounds, ~5 min)
     .venv/bin/python scripts/bench_decode.py --device cpu
-    # GPU (Phi-2's full shape): scripts/bench_decode_gpu.sh
+    # GPU (Phi-2's full shape, with the backend check and the distillation step): scripts/gpu_check.sh
 """
 
 from __future__ import annotations
