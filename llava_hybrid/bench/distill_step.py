@@ -85,6 +85,7 @@ def _measure(spec: DistillStepSpec) -> Dict:
 
     if spec.timer not in TIMERS:
         raise ValueError(f"--timer must be one of {sorted(TIMERS)}, got {spec.timer!r}")
+    load_at_start = os.getloadavg()[0]  # a shared machine: the load the timings ran under
     torch.set_num_threads(spec.threads)
     torch.manual_seed(0)
     llava_hybrid.activate()
@@ -140,7 +141,7 @@ def _measure(spec: DistillStepSpec) -> Dict:
         "spec": asdict(spec),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+                    "load_avg_1m_at_end": os.getloadavg()[0], "load_avg_1m_at_start": load_at_start},
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "teacher_layers": n_layers, "mamba_layers": layers,
         "seq_len": int(batch["input_ids"].shape[1]),

@@ -70,6 +70,7 @@ def run_all(spec: DecodeBenchSpec, out_dir: Path, layer_lens=(), layer_shape: st
 
     run_decode_benchmark(spec, on_row)
     add_measured_ratios(rows)
+    header["load_average_1_5_15_min_at_end"] = list(os.getloadavg())  # a shared machine: the load it ran under
     _write(decode_json, header, rows)
     label = f"{header['device_name']} ({spec.shape}, {spec.dtype}, {spec.protocol}, timer {spec.timer})"
     paths = [decode_json, *plot_decode(rows, out_dir / f"decode_{device_kind}", label, decode_xlabel(asdict(spec)))]
