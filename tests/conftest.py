@@ -1,11 +1,17 @@
 """Shared test set-up: CPU only, offline, deterministic, bounded threads."""
 import os
+import sys
 
 # No machine here reaches a model hub; make any accidental hub access fail fast and loudly.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# DeepSpeed on CPU JIT-builds its shared-memory comm op into TORCH_EXTENSIONS_DIR, by default
+# ~/.cache/torch_extensions, shared by every venv on the machine: venvs with other torch headers rebuild over
+# each other, and a build killed there leaves a lock file that every later run waits on forever (torch's
+# FileBaton has no staleness check). One build directory per venv, so the suite never sees another's.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -4,6 +4,7 @@ LLaVA's load_pretrained_model and answers through llava.eval.model_vqa."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,20 @@ def free_port() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return str(s.getsockname()[1])
+
+
+def run_launcher(cmd, timeout, **kwargs):
+    """subprocess.run for the deepspeed launcher: on a timeout the whole process group goes (the launcher and
+    its ranks), where subprocess.run would kill only the launcher and leave the ranks running."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"deepspeed launcher still running after {timeout} s:\n{out[-3000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _fixed_batch(tokenizer, processor, data_path, image_folder, n=4):
@@ -55,7 +70,7 @@ def test_deepspeed_two_ranks_distil_then_eval(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT=port, PYTHONPATH=os.path.join(REPO, "tests"))
     cmd = [os.path.join(VENV_BIN, "deepspeed"), "--num_gpus", "2", "--master_port", port,
            os.path.join(REPO, "scripts", "distill_hybrid.py"), *argv]
-    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    run = run_launcher(cmd, timeout=600, cwd=REPO, env=env)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert os.path.isfile(os.path.join(out, "config.json"))
     assert os.path.isdir(os.path.join(out, "checkpoint-8")) and not any(
@@ -95,7 +110,7 @@ def test_deepspeed_two_ranks_distil_then_eval(tmp_path):
     ev = subprocess.run([sys.executable, "-m", "llava_hybrid.run", "llava.eval.model_vqa", "--model-path", out,
                          "--question-file", str(qfile), "--image-folder", assets["images"],
                          "--answers-file", str(answers), "--conv-mode", "phi", "--temperature", "0"],
-                        cwd=REPO, capture_output=True, text=True, timeout=300)
+                        cwd=REPO, capture_output=True, text=True, timeout=900)  # 1024 tokens; 2 loaded cores
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-3000:]
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
     assert len(rows) == 1 and isinstance(rows[0]["text"], str) and rows[0]["text"]
