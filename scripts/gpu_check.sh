@@ -34,7 +34,8 @@
 #      prefill only; the step kernels are not autotuned); the distillation step may be a little slower than
 #      with full autotuning. GPU_CHECK_AUTOTUNE=1 keeps the autotuning.
 # Budget: decode rows that would start after GPU_CHECK_BUDGET_S (default 330 s) are recorded as skipped.
-# Rehearsal of this script here (installs the carried sdist, then the CPU smoke run):
+# Rehearsal of this script here (installs the carried sdist, then the CPU smoke run; tests/test_gpu_check.py runs
+# it with GPU_CHECK_WHEELS pointing at an empty folder, as on a clean checkout):
 #     PY=.venv/bin/python GPU_CHECK_ARGS="--device cpu --smoke" OUT=/tmp/gpu_check_rehearsal bash scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,19 +44,20 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 PY="${PY:-python3}"
 SITE="${GPU_CHECK_SITE:-/tmp/gpu_check_site}"
+WHL="${GPU_CHECK_WHEELS:-.whl}"  # the carried wheels and sdist
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 mkdir -p "$SITE"
 shopt -s nullglob
-wheels=(.whl/*.whl)
+wheels=("$WHL"/*.whl)
 if [ ${#wheels[@]} -gt 0 ]; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "${wheels[@]}" || exit 3
 fi
-sdist=(.whl/mamba_ssm-*.tar.gz)
+sdist=("$WHL"/mamba_ssm-*.tar.gz)
 if [ ${#sdist[@]} -gt 0 ]; then
   MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE "$PY" -m pip install -q --no-index --no-deps \
     --no-build-isolation --no-cache-dir --target "$SITE" "${sdist[0]}" || exit 3
 else
-  echo "gpu_check.sh: no .whl/mamba_ssm-*.tar.gz (see the header for the download); the cuda backend check fails"
+  echo "gpu_check.sh: no $WHL/mamba_ssm-*.tar.gz (see the header for the download); the cuda backend check fails"
 fi
 export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 [ "${GPU_CHECK_AUTOTUNE:-0}" = 1 ] || export MAMBA_DETERMINISTIC=1

@@ -10,13 +10,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_gpu_check_smoke_on_cpu_writes_every_output(tmp_path):
+    """The shell script the device runs, end to end, with GPU_CHECK_ARGS switching it to the CPU rehearsal."""
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "gpu_check.py"), "--device", "cpu", "--smoke",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    env = {**os.environ, "PY": sys.executable, "OUT": str(out), "GPU_CHECK_ARGS": "--device cpu --smoke",
+           "GPU_CHECK_SITE": str(tmp_path / "site"), "GPU_CHECK_WHEELS": str(tmp_path / "no_wheels")}
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=600, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["cuda_backend.json", "decode_cpu.json", "decode_cpu_memory.png", "decode_cpu_ratio.png",
-                     "decode_cpu_speed.png", "distill_step_cpu.json", "gpu_check_summary.json"]  # + the .sh's log = 8
+                     "decode_cpu_speed.png", "distill_step_cpu.json", "gpu_check.log",
+                     "gpu_check_summary.json"]  # the device tool's limit: 8 files
+    log = (out / "gpu_check.log").read_text()  # the log tees the whole run
+    assert "no_wheels/mamba_ssm-*.tar.gz" in log and "distill step:" in log and "hybrid25_vs_stock_generate" in log
     backend = json.loads((out / "cuda_backend.json").read_text())
     assert backend["passed"] and set(backend["results"]) == {"fp32", "bf16"}
     assert {"forward", "backward_input", "backward_in_proj.weight", "decode_steps"} <= set(backend["results"]["fp32"]["errors"])
