@@ -4,6 +4,7 @@ Read from the source (every module's import statements) and checked in fresh int
 startup hook off, so what a test file imported before cannot hide a violation.
 """
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
@@ -119,6 +120,11 @@ def test_hybrid_and_mamba2_load_no_llava_module_even_when_building_a_student():
     assert proc.stdout.strip().endswith("[]"), proc.stdout
 
 
+# The lmms-eval model is imported by lmms-eval itself, which setup.sh installs on lane 5 only (its wheel
+# needs transformers >= 4.39.2): on lane 4 there is nothing to import it from.
+_UNIMPORTABLE_HERE = {"llava_hybrid.evaluation.lmms"} if importlib.util.find_spec("lmms_eval") is None else set()
+
+
 def test_importing_every_module_patches_nothing_until_activate():
     proc = _fresh("""
         import importlib, json, sys
@@ -139,7 +145,7 @@ def test_importing_every_module_patches_nothing_until_activate():
         after = {"replaced": len(_patching.patched_sites()), "phi template": "phi" in llava.conversation.conv_templates,
                  "loader": llava.model.builder.load_pretrained_model.__module__}
         print(json.dumps({"before": before, "after": after}))
-    """ % sorted(m for m in package_modules() if not m.endswith("__main__")))
+    """ % sorted(m for m in package_modules() if not m.endswith("__main__") and m not in _UNIMPORTABLE_HERE))
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 
