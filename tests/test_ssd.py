@@ -131,3 +131,12 @@ def test_bad_shapes_raise_value_error():
         ssd_chunked(x, dt, A, torch.randn(2, 8, 3, 5), torch.randn(2, 8, 3, 5))
     with pytest.raises(ValueError, match="chunk_size"):
         ssd_chunked(x, dt, A, B, C, chunk_size=0)
+
+
+def test_a_zero_length_sequence_gives_an_empty_output_and_keeps_the_state():
+    x, dt, A, B, C, D, s0 = make_inputs(l=0)
+    for fn in (ssd_chunked, ssd_sequential):
+        y, final = fn(x, dt, A, B, C, chunk_size=4, D=D, initial_state=s0)
+        assert y.shape == (2, 0, 4, 3) and torch.equal(final, s0), fn.__name__
+        _, zeros = fn(x, dt, A, B, C, chunk_size=4, D=D)
+        assert torch.equal(zeros, torch.zeros(2, 4, 3, 5)), fn.__name__

@@ -215,9 +215,11 @@ class Mamba2Mixer(nn.Module):
                 contents (zeros when fresh) and writes the new conv and ssm states; with L == 1 one
                 recurrent decode step, updating the state in place.
         Returns:
-            (B, L, d_model).
+            (B, L, d_model); L = 0 gives (B, 0, d_model) and leaves the state as it was.
         """
         b, l, _ = hidden_states.shape
+        if l == 0:  # nothing to mix; the fused kernels are not asked about empty sequences
+            return hidden_states.new_zeros(b, 0, self.dims.d_model)  # (B, 0, d_model)
         d, ops = self.dims, resolve_ops(self.backend, hidden_states.device)
         mask = None
         if attention_mask is not None:

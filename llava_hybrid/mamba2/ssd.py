@@ -86,7 +86,8 @@ def ssd_chunked(
         D: (h,) skip connection, or None.
         initial_state: (b, h, p, n) state before the first token, or None for zeros.
     Returns:
-        y (b, l, h, p) in x's dtype, final_state (b, h, p, n) fp32.
+        y (b, l, h, p) in x's dtype, final_state (b, h, p, n) fp32 (l = 0: y is empty and the final
+        state is the initial one).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -136,7 +137,7 @@ def ssd_chunked(
     for k in range(c):
         prev_states.append(running)
         running = chunk_decay[:, k, :, :, None, None] * running + states[:, k]  # (b, g, r, n, p)
-    prev = torch.stack(prev_states, dim=1)  # (b, c, g, r, n, p)
+    prev = torch.stack(prev_states, dim=1) if c else running[:, None][:, :0]  # (b, c, g, r, n, p); c = 0: l = 0
     del prev_states, states
     final_state = running.transpose(-1, -2).reshape(b, h, p, n)
 
