@@ -46,6 +46,28 @@ def test_ablations_carried_only_from_the_same_teacher_and_settings(tmp_path):
     assert pipeline.carry_ablations({"config": config}, str(tmp_path / "none.json")) == []
 
 
+def test_ablations_carried_twice_keep_the_full_runs_provenance(tmp_path):
+    """Two plain runs after a --full run: the second still names the --full run, not the first plain one."""
+    from llava_hybrid.easyvqa.report import write_report
+
+    config = {"teacher_sha256": "t", "test_questions": 500, "distill_steps": 150, "distill_batch": 8,
+              "distill_lr": 1e-3}
+    results_file = tmp_path / "easyvqa" / "results.json"
+    results_file.parent.mkdir()
+    teacher = {"accuracy": 0.9, "n": 500, "per_type": {}}
+    full = {"teacher": teacher, "students": {}, "config": dict(config, full=True, finished="09:00:00"),
+            "runtime_s": 2123.0, "loss_ablation": {"ce": {"accuracy": 0.5, "n": 500, "per_type": {}}}}
+    results_file.write_text(json.dumps(full))
+    for finished, runtime in (("10:00:00", 558.0), ("11:00:00", 560.0)):  # two plain runs, one after the other
+        plain = {"teacher": teacher, "students": {}, "config": dict(config, full=False, finished=finished),
+                 "runtime_s": runtime}
+        assert pipeline.carry_ablations(plain, str(results_file)) == ["loss_ablation"]
+        write_report(plain, str(tmp_path))
+    assert plain["carried_from"] == {"keys": ["loss_ablation"], "run_finished": "09:00:00", "runtime_s": 2123.0}
+    report = (tmp_path / "easyvqa.md").read_text()
+    assert "From the `--full` run finished 09:00:00" in report and "10:00:00" not in report
+
+
 @pytest.mark.slow
 def test_smoke_pipeline_end_to_end(tmp_path):
     cfg = pipeline.smoke_config(str(tmp_path / "run"), str(tmp_path / "docs"))

@@ -169,7 +169,10 @@ SAME_RUN_KEYS = ("teacher_sha256", "test_questions", "distill_steps", "distill_b
 
 def carry_ablations(results: dict, previous_file: str) -> list[str]:
     """Copy the ablation sections of `previous_file` into `results` when measured under the same
-    teacher and distillation settings (SAME_RUN_KEYS); returns the keys carried."""
+    teacher and distillation settings (SAME_RUN_KEYS); returns the keys carried.
+
+    `carried_from` names the `--full` run that measured them: the previous run itself, or, when the
+    previous run had carried them too, that run's `carried_from` unchanged."""
     if not os.path.isfile(previous_file):
         return []
     with open(previous_file) as f:
@@ -181,8 +184,10 @@ def carry_ablations(results: dict, previous_file: str) -> list[str]:
     for key in carried:
         results[key] = previous[key]
     if carried:
-        results["carried_from"] = {"keys": carried, "run_finished": prev_cfg.get("finished"),
-                                   "runtime_s": previous.get("runtime_s")}
+        source = previous.get("carried_from") or {"run_finished": prev_cfg.get("finished"),
+                                                  "runtime_s": previous.get("runtime_s")}
+        results["carried_from"] = {"keys": carried, "run_finished": source.get("run_finished"),
+                                   "runtime_s": source.get("runtime_s")}
     return carried
 
 
