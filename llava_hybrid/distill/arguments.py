@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import transformers
 
@@ -78,15 +78,27 @@ def argument_classes() -> tuple:
 __getattr__ = lazy_attributes(__name__, ARGUMENT_CLASSES, argument_classes)  # e.g. arguments.TrainingArguments
 
 
+# config.json model_type of the VLMs a student can be distilled from (a LLaVA model with a vision tower):
+# this project's Phi VLMs, and LLaVA's own LLaVA-1.5 (Llama / Vicuna) checkpoints
+TEACHER_MODEL_TYPES = ("llava_phi", "tiny_llava_phi", "llava", "llava_llama")
+
+
 @dataclass
 class DistillPlan:
-    """What validation resolved: real paths and the Mamba layer indices."""
+    """What validation resolved: real paths, the Mamba layer indices, and what defines the student.
+
+    run_plan: the settings a checkpoint of this run must have been written with to be resumed
+    (guards.check_resume); checkpoint_bytes: the estimated size of one checkpoint-N.
+    """
 
     model_path: str
     teacher_path: str
     num_layers: int
     mamba_layers: List[int]
     trainable: List[str]
+    run_plan: Dict = field(default_factory=dict)
+    checkpoint_bytes: int = 0
+    samples: List[dict] = field(default_factory=list)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> Tuple[ModelArguments, DataArguments, TrainingArguments]:
@@ -114,15 +126,69 @@ def _read_config(path: str, flag: str) -> dict:
     return config
 
 
-def _check_data(data_args: DataArguments) -> None:
-    """--data_path / --image_folder: the same checks as the SFT entry (one implementation)."""
-    validate_data(data_args.data_path, data_args.image_folder)
+def _check_vlm(config: dict, path: str, flag: str) -> None:
+    """A LLaVA VLM of a supported model type, with a vision tower and whole weight files."""
+    from llava_hybrid.checkpoint_files import weight_files
+
+    model_type = config.get("model_type")
+    if model_type not in TEACHER_MODEL_TYPES or not config.get("mm_vision_tower"):
+        what = f"model_type {model_type!r}" + ("" if config.get("mm_vision_tower") else ", no mm_vision_tower")
+        raise ValueError(f"{flag} {path!r} is not a LLaVA vision-language model ({what}); distillation needs one "
+                         f"of model_type {', '.join(TEACHER_MODEL_TYPES)} with a vision tower (a TinyLLaVA_Factory "
+                         "checkpoint: convert it first with scripts/convert_tinyllava_factory.py)")
+    weight_files(path, flag)  # a directory with a config but missing or truncated weights, named
 
 
-def _check_tokenizers(model_path: str, teacher_path: str) -> None:
-    """Student (from --model_name_or_path) and teacher must share one vocabulary and special ids."""
-    tok_s = transformers.AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
+def _check_pairing(config: dict, teacher_config: dict, mamba_layers: List[int], alpha: float) -> None:
+    """L_layer pairs student layer l with teacher layer l: same depth and width when alpha > 0."""
+    if alpha <= 0:
+        return
+    for key, what in (("num_hidden_layers", "decoder layers"), ("hidden_size", "hidden size")):
+        if config.get(key) != teacher_config.get(key):
+            raise ValueError(f"--model_name_or_path has {config.get(key)} {what} but --teacher_model_name_or_path "
+                             f"{teacher_config.get(key)}: L_layer (--distill_alpha {alpha}) compares each Mamba "
+                             f"layer {mamba_layers} with the teacher's layer of the same index and width; pass a "
+                             "student of the teacher's shape, or --distill_alpha 0")
+
+
+def _checkpoint_bytes(model_path: str, config: dict, mamba_layers: List[int], parts: List[str],
+                      carry_bias: bool, training_args) -> int:
+    """One checkpoint-N of the student (guards.checkpoint_bytes): the base's weights and tower, the trained
+    parts' optimizer state, the new Mamba mixers counted from their dimensions."""
+    import types
+
+    from llava_hybrid.checkpoint_files import weight_files
+    from llava_hybrid.guards import checkpoint_bytes
+    from llava_hybrid.hybrid.configuration import mamba_dims
+    from llava_hybrid.host.siglip import resolve_tower_path
+
+    files = weight_files(model_path, "--model_name_or_path")
+    tower = resolve_tower_path(str(config.get("mm_vision_tower")), types.SimpleNamespace(name_or_path=model_path))
+    if os.path.isdir(tower) and os.path.abspath(tower) != os.path.abspath(model_path):
+        files = files + weight_files(tower, "--model_name_or_path (its vision tower)")
+    patterns = tuple(p for part in parts if part != "mamba" for p in TRAINABLE_PARTS[part])
+    mixers = len(mamba_layers) * mamba_dims(types.SimpleNamespace(**config)).param_count(bias=carry_bias) \
+        if "mamba" in parts else 0
+    return checkpoint_bytes(files, lambda k: "vision_tower" not in k and any(p in k for p in patterns), mixers,
+                            width=2 if (training_args.bf16 or training_args.fp16) else 4,
+                            deepspeed=bool(training_args.deepspeed))
+
+
+def _check_data(data_args: DataArguments) -> List[dict]:
+    """--data_path / --image_folder: the same checks as the SFT entry (one implementation); the samples."""
+    return validate_data(data_args.data_path, data_args.image_folder)
+
+
+def _check_tokenizers(model_path: str, teacher_path: str, version: str) -> None:
+    """The data's template (--version) is the teacher's (the same check as the SFT entry's, plus: its stop
+    string is the teacher's eos); student (from --model_name_or_path) and teacher share one vocabulary."""
+    from llava_hybrid.host.conversation import check_conv_mode
+
     tok_t = transformers.AutoTokenizer.from_pretrained(teacher_path, trust_remote_code=False)
+    check_conv_mode(version, tok_t, trained_model=True)
+    if os.path.realpath(teacher_path) == os.path.realpath(model_path):
+        return
+    tok_s = transformers.AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     same = tok_s.get_vocab() == tok_t.get_vocab() and all(
         getattr(tok_s, a) == getattr(tok_t, a) for a in ("eos_token_id", "bos_token_id", "pad_token_id"))
     if not same:
@@ -169,6 +235,8 @@ def validate(model_args: ModelArguments, data_args: DataArguments,
     teacher_arg = model_args.teacher_model_name_or_path or model_args.model_name_or_path
     teacher_path = resolve_model_path(teacher_arg, "--teacher_model_name_or_path")
     teacher_config = _read_config(teacher_path, "--teacher_model_name_or_path")
+    _check_vlm(config, model_path, "--model_name_or_path")
+    _check_vlm(teacher_config, teacher_path, "--teacher_model_name_or_path")
     if teacher_config.get("mamba_layers"):
         raise ValueError(f"--teacher_model_name_or_path {teacher_path!r} is a hybrid checkpoint "
                          f"(mamba_layers {teacher_config['mamba_layers']}); the teacher must be all-attention")
@@ -181,9 +249,18 @@ def validate(model_args: ModelArguments, data_args: DataArguments,
     if not mamba_layers:
         raise ValueError("the layer plan has no Mamba layer: pass --mm_hybrid_ratio (e.g. 0.25) or a non-empty "
                          "--mm_hybrid_layers")
-    # 4. data, then tokenizers (cheap: no weights)
-    _check_data(data_args)
-    if os.path.realpath(teacher_path) != os.path.realpath(model_path):
-        _check_tokenizers(model_path, teacher_path)
+    _check_pairing(config, teacher_config, mamba_layers, ta.distill_alpha)
+    # 4. data, then the template and tokenizers (cheap: no weights)
+    samples = _check_data(data_args)
+    _check_tokenizers(model_path, teacher_path, model_args.version)
+    # 5. where the checkpoints go: writable, with room for one
+    from llava_hybrid.guards import check_output_dir
+
+    need = _checkpoint_bytes(model_path, config, mamba_layers, parts, model_args.mamba_carry_bias, ta)
+    check_output_dir(ta.output_dir, need)
+    run_plan = {"num_hidden_layers": num_layers, "mamba_layers": mamba_layers, "trainable": parts,
+                "hidden_size": config.get("hidden_size"), "vocab_size": config.get("vocab_size"),
+                "mamba_carry_bias": model_args.mamba_carry_bias}
     return DistillPlan(model_path=model_path, teacher_path=teacher_path, num_layers=num_layers,
-                       mamba_layers=mamba_layers, trainable=parts)
+                       mamba_layers=mamba_layers, trainable=parts, run_plan=run_plan, checkpoint_bytes=need,
+                       samples=samples)

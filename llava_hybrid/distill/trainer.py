@@ -33,6 +33,7 @@ from llava_hybrid.distill.losses import (DistillLosses, ce_loss, coverage_mask, 
 from llava_hybrid.distill.passes import capture_layers, layer_only_loss, twin_pass
 from llava_hybrid.distill.schedule import wsd_scheduler
 from llava_hybrid.checkpoint_files import last_complete_checkpoint
+from llava_hybrid.guards import FiniteGuardMixin, check_resume, write_run_plan
 from llava_hybrid.host.saving import AtomicCheckpointMixin, remove_unfinished_saves, save_final_model
 from llava_hybrid.hybrid.configuration import layer_plan_line
 from llava_hybrid.hybrid.init import decoder_layers
@@ -132,14 +133,17 @@ def make_trainer_class(base: Optional[type] = None):
     cleanly); the text path passes transformers.Trainer and overrides `distill_step`."""
     import transformers
 
-    class DistillTrainer(AtomicCheckpointMixin, base or _get_llava_trainer()):
-        """LLaVATrainer whose loss is Eq. 11 against a frozen teacher held outside the engine; its
-        checkpoint-N directories appear only when whole (AtomicCheckpointMixin)."""
+    class DistillTrainer(FiniteGuardMixin, AtomicCheckpointMixin, base or _get_llava_trainer()):
+        """LLaVATrainer whose loss is Eq. 11 against a frozen teacher held outside the engine; it stops at the
+        first non-finite loss term or weight (FiniteGuardMixin), and its checkpoint-N directories appear only
+        when whole (AtomicCheckpointMixin), each with the run plan it was trained under (`run_plan`)."""
 
-        def __init__(self, *args, teacher: nn.Module, mamba_layers: Sequence[int], **kwargs):
+        def __init__(self, *args, teacher: nn.Module, mamba_layers: Sequence[int], run_plan: Optional[Dict] = None,
+                     **kwargs):
             super().__init__(*args, **kwargs)
             self.teacher = teacher
             self.mamba_layers = list(mamba_layers)
+            self.run_plan = run_plan
             self.model_accepts_loss_kwargs = False  # our loss is a mean: the Trainer scales it for GA
             self._sums: Dict[str, float] = {}
             self._count = 0
@@ -155,6 +159,7 @@ def make_trainer_class(base: Optional[type] = None):
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             losses = self.distill_step(model, inputs)
+            self.check_finite_loss({"layer": losses.layer, "prob": losses.prob, "ce": losses.ce})
             for k, v in losses.as_floats().items():
                 self._sums[k] = self._sums.get(k, 0.0) + v
             self._count += 1
@@ -186,6 +191,11 @@ def make_trainer_class(base: Optional[type] = None):
 
         def _write_checkpoint(self, model, trial) -> None:
             transformers.Trainer._save_checkpoint(self, model, trial)  # LLaVA's adds nothing for a student
+            if self.run_plan is not None and self.args.should_save:
+                from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+                name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+                write_run_plan(os.path.join(self._get_output_dir(trial), name), self.run_plan)
 
     return DistillTrainer
 
@@ -201,9 +211,11 @@ def load_teacher(path: str, training_args):
 
     ds_config = getattr(training_args, "hf_deepspeed_config", None)
     hf_ds.unset_hf_deepspeed_config()  # a ZeRO-3 config would make from_pretrained partition the teacher
+    # the name only matters to LLaVA's own loader (LLaVA-1.5 checkpoints), which picks LlavaLlamaForCausalLM
+    # only for a name containing "llava"; validation admitted nothing else to it
     try:
         tokenizer, teacher, processor, _ = load_pretrained_model(
-            path, None, os.path.basename(os.path.normpath(path)), device=str(training_args.device),
+            path, None, "llava-" + os.path.basename(os.path.normpath(path)), device=str(training_args.device),
             device_map=None, torch_dtype=_compute_dtype(training_args))
     finally:
         if ds_config is not None:
@@ -235,10 +247,17 @@ def main(argv: Optional[List[str]] = None):
     llava_hybrid.activate()
     model_args, data_args, training_args = parse_args(argv)
     plan = validate(model_args, data_args, training_args)
+    say = (lambda msg: print(f"distill: {msg}", flush=True)) if training_args.should_log else (lambda msg: None)
     if training_args.should_log:
         print(layer_plan_line(plan.num_layers, plan.mamba_layers), flush=True)
+    if training_args.should_save:
+        remove_unfinished_saves(training_args.output_dir)  # .tmp-* of a save killed half-way
+    resume = last_complete_checkpoint(training_args.output_dir, log=say)
+    if resume:
+        check_resume(resume, plan.run_plan)  # before any model loads: a changed plan is refused, both named
 
     from llava import conversation as conversation_lib
+    from llava_hybrid.host.data import check_sample_lengths, tokens_per_image
     from llava_hybrid.host.training import llava_train
 
     torch.manual_seed(training_args.seed)
@@ -258,27 +277,24 @@ def main(argv: Optional[List[str]] = None):
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token
-    if model_args.version not in conversation_lib.conv_templates:
-        raise ValueError(f"--version {model_args.version!r}: unknown conversation template; choose from "
-                         f"{sorted(conversation_lib.conv_templates)}")
-    conversation_lib.default_conversation = conversation_lib.conv_templates[model_args.version]
+    conversation_lib.default_conversation = conversation_lib.conv_templates[model_args.version]  # validated
     data_args.image_processor = processor
     data_args.is_multimodal = True
     data_args.mm_use_im_start_end = getattr(student.config, "mm_use_im_start_end", False)
-    student.config.image_aspect_ratio = data_args.image_aspect_ratio
-    student.config.tokenizer_padding_side = tokenizer.padding_side
-    student.config.tokenizer_model_max_length = tokenizer.model_max_length
+    for model in (student, teacher):  # both splice and truncate identically (the teacher keeps its own config else)
+        model.config.image_aspect_ratio = data_args.image_aspect_ratio
+        model.config.tokenizer_padding_side = tokenizer.padding_side
+        model.config.tokenizer_model_max_length = tokenizer.model_max_length
+    check_sample_lengths(plan.samples, tokenizer, data_args, tokens_per_image(teacher), tokenizer.model_max_length)
     data_module = llava_train().make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
 
-    trainer = make_trainer_class()(model=student, tokenizer=tokenizer, args=training_args,
-                                   teacher=teacher, mamba_layers=plan.mamba_layers, **data_module)
-    if training_args.should_save:
-        remove_unfinished_saves(training_args.output_dir)  # .tmp-* of a save killed half-way
-    say = (lambda msg: print(f"distill: {msg}", flush=True)) if training_args.should_log else (lambda msg: None)
-    resume = last_complete_checkpoint(training_args.output_dir, log=say)
+    trainer = make_trainer_class()(model=student, tokenizer=tokenizer, args=training_args, teacher=teacher,
+                                   mamba_layers=plan.mamba_layers, run_plan=plan.run_plan, **data_module)
+    trainer.resumed_from = resume
     if resume:
         say(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
+    trainer.check_finite_weights()  # the last step's update too: non-finite weights are never saved
     trainer.save_state()
     save_final_model(trainer, student, tokenizer, training_args.output_dir)  # atomic, lane-portable
     return trainer

@@ -42,7 +42,7 @@ def _tokenizer_name(tokenizer) -> str:
     return getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
 
 
-def check_conv_mode(conv_mode: str, tokenizer) -> Conversation:
+def check_conv_mode(conv_mode: str, tokenizer, trained_model: bool = False) -> Conversation:
     """Check that template `conv_mode` fits `tokenizer`; return the template.
 
     Raises ValueError (naming `--conv-mode`/`--version` and the tokenizer) when the template is
@@ -50,6 +50,11 @@ def check_conv_mode(conv_mode: str, tokenizer) -> Conversation:
     emit it as one step, and stopping criteria would see it split), or when the template is phi's
     and the tokenizer's eos is not `<|endoftext|>` (the answers would end in a token generate does
     not stop on).
+
+    trained_model: the tokenizer is that of a chat-trained model whose template the data must follow
+    (the distillation teacher): its answers end in its eos, so the template's stop string must be
+    that eos token (phi for a Phi-2 teacher, v1 for a Vicuna one); another template would feed the
+    teacher prompts it was never trained on.
     """
     register()
     templates = conversation_lib.conv_templates
@@ -71,4 +76,10 @@ def check_conv_mode(conv_mode: str, tokenizer) -> Conversation:
             f"--conv-mode/--version {conv_mode!r} ends answers with {PHI_EOS!r}, but tokenizer "
             f"{name!r} has eos {tokenizer.eos_token!r}; use a Phi-2 (GPT-2 BPE) tokenizer or "
             f"another template")
+    if trained_model and stop != tokenizer.eos_token:
+        fitting = sorted(k for k, c in templates.items() if stop_string(c) == tokenizer.eos_token)
+        raise ValueError(
+            f"--conv-mode/--version {conv_mode!r} ends answers with {stop!r}, but the model of tokenizer {name!r} "
+            f"ends them with its eos {tokenizer.eos_token!r}: the data would be rendered in a template it was "
+            f"not trained on; use {' or '.join(fitting) or 'a template that stops on its eos'}")
     return conv

@@ -17,19 +17,22 @@ import functools
 import inspect
 import logging
 import os
+import types
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
 import transformers
 
-from llava_hybrid.checkpoint_files import last_complete_checkpoint, read_config, refuse_remote_code
+from llava_hybrid.checkpoint_files import (CONFIG_NAME, last_complete_checkpoint, read_config, refuse_remote_code,
+                                           weight_files)
 from llava_hybrid.compat import dtype_kwargs
+from llava_hybrid.guards import checkpoint_bytes, check_output_dir, guarded_trainer_class
 from llava_hybrid.hybrid.configuration import layer_plan_line
 
 from .builder import MODEL_CLASSES, known_model_types, read_model_type
 from .conversation import check_conv_mode
-from .data import validate_data
+from .data import check_sample_lengths, tokens_per_image, validate_data
 from .saving import atomic_trainer_class, remove_unfinished_saves, save_final_model
 from .siglip import resolve_tower_path
 from .training import lazy_attributes, llava_train, publish
@@ -226,6 +229,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         raise ValueError("--lora_enable / --bits 4|8 are not supported by this entry; use full or "
                          "--tune_mm_mlp_adapter / --freeze_backbone training")
     samples = validate_data(data_args.data_path, data_args.image_folder)
+    check_output_dir(training_args.output_dir, checkpoint_estimate(model_args, training_args))
     tokenizer = load_tokenizer(model_args, training_args)
     conversation_lib.default_conversation = check_conv_mode(model_args.version, tokenizer)
 
@@ -240,19 +244,47 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     setup_vision(model, tokenizer, model_args, data_args, training_args,
                  has_images=any("image" in s for s in samples))
 
+    image_tokens = tokens_per_image(model) if model.get_vision_tower() is not None else 1
+    check_sample_lengths(samples, tokenizer, data_args, image_tokens, tokenizer.model_max_length)
     data_module = base.make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
     # tokenizer= (LLaVA's keyword): native up to 4.x, mapped to processing_class= by the 5.x patch
-    # checkpoint-N and the final save are atomic and lane-portable (host/saving.py)
-    trainer = atomic_trainer_class(LLaVATrainer)(model=model, args=training_args, tokenizer=tokenizer,
-                                                 **data_module)
+    # checkpoint-N and the final save are atomic and lane-portable (host/saving.py); a non-finite loss or
+    # weight stops the run (guards.FiniteGuardMixin)
+    trainer = guarded_trainer_class(atomic_trainer_class(LLaVATrainer))(model=model, args=training_args,
+                                                                        tokenizer=tokenizer, **data_module)
     if training_args.should_save:
         remove_unfinished_saves(training_args.output_dir)
     say = (lambda msg: print(f"sft: {msg}", flush=True)) if training_args.should_log else (lambda msg: None)
-    resume = last_complete_checkpoint(training_args.output_dir, log=say)
+    resume = trainer.resumed_from = last_complete_checkpoint(training_args.output_dir, log=say)
     trainer.train(resume_from_checkpoint=resume)
+    trainer.check_finite_weights()
     trainer.save_state()
     save_final_model(trainer, model, tokenizer, training_args.output_dir)
     return trainer
+
+
+def checkpoint_estimate(model_args: ModelArguments, training_args: TrainingArguments) -> int:
+    """Bytes of one checkpoint-N (guards.checkpoint_bytes): the checkpoint's weights and tower, and optimizer
+    state for what trains (the projector alone with --tune_mm_mlp_adapter / --freeze_backbone)."""
+    path = model_args.model_name_or_path
+    if not path or not os.path.isdir(path):
+        return 0  # load_model names the flag
+    config = read_config(path, "--model_name_or_path")
+    files = weight_files(path, "--model_name_or_path")
+    tower = resolve_tower_path(str(config.get("mm_vision_tower") or model_args.vision_tower or ""),
+                               types.SimpleNamespace(name_or_path=path))
+    if tower and os.path.isfile(os.path.join(tower, CONFIG_NAME)):
+        files = files + weight_files(tower, "--model_name_or_path (its vision tower)")
+    projector_only = model_args.tune_mm_mlp_adapter or model_args.freeze_backbone
+    tower_trains = model_args.unfreeze_mm_vision_tower
+
+    def trained(name: str) -> bool:
+        if projector_only:
+            return "mm_projector" in name
+        return tower_trains or "vision_tower" not in name
+
+    return checkpoint_bytes(files, trained, width=2 if (training_args.bf16 or training_args.fp16) else 4,
+                            deepspeed=bool(training_args.deepspeed))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
