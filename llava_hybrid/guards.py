@@ -8,6 +8,8 @@ loads a model, and a run never goes on, or exits 0, after its numbers stopped me
                                           weights finite before every save; else NonFiniteError naming
                                           the step, the terms and the last good checkpoint
     guarded_trainer_class(base)           base with FiniteGuardMixin in front (the SFT entry's trainer)
+    preflight_deepspeed_cpu(argv)         DeepSpeed on CPU: no stale lock of a killed JIT build of its
+                                          comm op (the build would wait on it forever)
 
 Why the loss check cannot be left to the Trainer: its logged `loss` replaces a non-finite value by the
 running mean (`--logging_nan_inf_filter`, on by default), so a NaN run logs plausible numbers, trains
@@ -15,11 +17,13 @@ every step and saves NaN weights with exit 0. This module imports nothing from `
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import shutil
 import tempfile
+import time
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 import torch
@@ -209,3 +213,70 @@ def guarded_trainer_class(base: type) -> type:
     if base not in _GUARDED:
         _GUARDED[base] = type(f"Guarded{base.__name__}", (FiniteGuardMixin, base), {})
     return _GUARDED[base]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DeepSpeed's JIT-built ops on CPU
+
+# A build of DeepSpeed's CPU comm op takes 1-4 min on the 2-core CI machine: a lock older than this has no
+# build behind it any more.
+STALE_BUILD_LOCK_S = 20 * 60
+
+
+class StaleBuildLockError(RuntimeError):
+    """A killed JIT build left its lock file: the next build of that op would wait on it forever."""
+
+
+def deepspeed_cpu_ops() -> tuple:
+    """The ops DeepSpeed JIT-builds when it starts on a CPU accelerator (deepspeed.comm.torch.build_shm_op,
+    called by deepspeed.init_distributed)."""
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    return (ShareMemCommBuilder.NAME,)
+
+
+def extension_lock(name: str) -> str:
+    """The lock file torch.utils.cpp_extension holds (FileBaton) while it builds extension `name`:
+    <TORCH_EXTENSIONS_DIR>/<name>/lock, or <default build root>/py311_cpu/<name>/lock without it (the
+    directory as torch computes it, which also creates it, as the build would)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return os.path.join(_get_build_directory(name, verbose=False), "lock")
+
+
+def check_build_locks(names: Iterable[str], max_age_s: float = STALE_BUILD_LOCK_S) -> None:
+    """StaleBuildLockError naming the lock file of any extension in `names` whose lock is older than
+    `max_age_s`. torch waits, without a timeout, for a lock to disappear; one left by a build that was
+    killed never does. A younger lock is a build in progress: torch waits for it, and so do we."""
+    for name in names:
+        lock = extension_lock(name)
+        try:
+            age = time.time() - os.stat(lock).st_mtime
+        except FileNotFoundError:
+            continue
+        if age > max_age_s:
+            raise StaleBuildLockError(
+                f"{lock} is {age / 60:.0f} min old: a build of DeepSpeed's {name} op (JIT-compiled through "
+                "torch.utils.cpp_extension when DeepSpeed starts on CPU; builds take minutes, not "
+                f"{max_age_s / 60:.0f}) was killed and left its lock, and this run would wait on it forever. "
+                f"Delete it once no build is running (no compiler of {name} in `ps`): rm {lock}")
+
+
+def deepspeed_on_cpu(argv: Sequence[str]) -> bool:
+    """Whether a training command line starts DeepSpeed on a CPU: --deepspeed, with --use_cpu or no CUDA.
+    Read from the raw argv: on transformers 4.x, parsing the flags (TrainingArguments) is what starts
+    DeepSpeed's comm backend under the launcher, and so the build."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--deepspeed")
+    parser.add_argument("--use_cpu", nargs="?", const="true", default="false")
+    known, _ = parser.parse_known_args(list(argv))
+    if not known.deepspeed:
+        return False
+    return str(known.use_cpu).lower() in ("true", "t", "yes", "y", "1") or not torch.cuda.is_available()
+
+
+def preflight_deepspeed_cpu(argv: Sequence[str]) -> None:
+    """Called by the training entries before they parse their flags: a DeepSpeed run on CPU fails at once,
+    naming the file, if a killed build of DeepSpeed's comm op left its lock (check_build_locks)."""
+    if deepspeed_on_cpu(argv):
+        check_build_locks(deepspeed_cpu_ops())

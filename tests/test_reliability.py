@@ -291,3 +291,73 @@ def test_teachers_and_students_that_cannot_be_distilled_are_named_in_validation(
     os.remove(os.path.join(no_weights, "model.safetensors"))
     _validation_fails(base_argv(assets, str(tmp_path / "o"), "--teacher_model_name_or_path", no_weights),
                       rf"--teacher_model_name_or_path '{no_weights}': no weights")
+
+
+# --------------------------------------------------- a killed JIT build of DeepSpeed's comm op (lead, CI)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_build_lock_is_where_torch_builds_deepspeeds_comm_op(tmp_path, monkeypatch):
+    import sys
+
+    import torch.utils.cpp_extension as cpp
+
+    from llava_hybrid.guards import deepspeed_cpu_ops, extension_lock
+
+    assert deepspeed_cpu_ops() == ("deepspeed_shm_comm",)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert extension_lock("deepspeed_shm_comm") == str(tmp_path / "deepspeed_shm_comm" / "lock")
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
+    folder = f"py{sys.version_info.major}{sys.version_info.minor}{sys.abiflags}_cpu"
+    assert extension_lock("deepspeed_shm_comm") == os.path.join(cpp.get_default_build_root(), folder,
+                                                                "deepspeed_shm_comm", "lock")
+
+
+def test_only_a_deepspeed_run_on_cpu_checks_the_lock_and_only_a_stale_lock_fails(tmp_path, monkeypatch):
+    import time
+
+    from llava_hybrid.guards import StaleBuildLockError, check_build_locks, deepspeed_on_cpu, extension_lock
+
+    assert not deepspeed_on_cpu(["--output_dir", "o", "--use_cpu", "True"])
+    assert deepspeed_on_cpu(["--deepspeed", "scripts/zero2.json", "--use_cpu", "True"])
+    assert deepspeed_on_cpu(["--deepspeed=scripts/zero2.json", "--use_cpu"])
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = extension_lock("deepspeed_shm_comm")
+    check_build_locks(["deepspeed_shm_comm"])  # no lock
+    with open(lock, "w"):
+        pass
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    check_build_locks(["deepspeed_shm_comm"])  # a build in progress: torch waits for it
+    os.utime(lock, (time.time() - 25 * 60, time.time() - 25 * 60))
+    with pytest.raises(StaleBuildLockError, match=rf"{lock} is 25 min old: .* rm {lock}"):
+        check_build_locks(["deepspeed_shm_comm"])
+
+
+@pytest.mark.parametrize("entry", ["distill_hybrid.py", "train_sft.py"])
+def test_a_stale_deepspeed_build_lock_fails_the_entry_at_once_naming_it(assets, tmp_path, entry):
+    """Before: a DeepSpeed run on CPU JIT-built the comm op and waited forever on the lock a killed build had
+    left (CI hung 600 s); on transformers 4.37 already while parsing the flags (TrainingArguments starts
+    DeepSpeed's backend under the launcher), which is why the entries check before they parse."""
+    import subprocess
+    import sys
+    import time
+
+    extensions = tmp_path / "torch_extensions"
+    lock = extensions / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    os.utime(lock, (time.time() - 30 * 60, time.time() - 30 * 60))
+    argv = base_argv(assets, str(tmp_path / "out"), "--deepspeed", os.path.join(REPO, "scripts", "zero2.json"),
+                     "--max_steps", "1", "--save_strategy", "no")
+    if entry == "train_sft.py":
+        argv += ["--version", "phi"]
+        cut = argv.index("--mm_hybrid_ratio")
+        del argv[cut:cut + 2]
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(extensions), LOCAL_RANK="0", RANK="0", WORLD_SIZE="1",
+               LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29731")  # as the deepspeed launcher
+    done = subprocess.run([sys.executable, os.path.join(REPO, "scripts", entry), *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert f"StaleBuildLockError: {lock} is 30 min old" in done.stderr, done.stderr[-3000:]
+    assert lock.exists() and not (tmp_path / "out").exists()  # nothing deleted, nothing started

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence
 
@@ -33,7 +34,7 @@ from llava_hybrid.distill.losses import (DistillLosses, ce_loss, coverage_mask, 
 from llava_hybrid.distill.passes import capture_layers, layer_only_loss, twin_pass
 from llava_hybrid.distill.schedule import wsd_scheduler
 from llava_hybrid.checkpoint_files import last_complete_checkpoint
-from llava_hybrid.guards import FiniteGuardMixin, check_resume, write_run_plan
+from llava_hybrid.guards import FiniteGuardMixin, check_resume, preflight_deepspeed_cpu, write_run_plan
 from llava_hybrid.host.saving import AtomicCheckpointMixin, remove_unfinished_saves, save_final_model
 from llava_hybrid.hybrid.configuration import layer_plan_line
 from llava_hybrid.hybrid.init import decoder_layers
@@ -245,6 +246,7 @@ def main(argv: Optional[List[str]] = None):
     import llava_hybrid
 
     llava_hybrid.activate()
+    preflight_deepspeed_cpu(sys.argv[1:] if argv is None else argv)  # before the flags start DeepSpeed
     model_args, data_args, training_args = parse_args(argv)
     plan = validate(model_args, data_args, training_args)
     say = (lambda msg: print(f"distill: {msg}", flush=True)) if training_args.should_log else (lambda msg: None)

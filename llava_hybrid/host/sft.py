@@ -17,6 +17,7 @@ import functools
 import inspect
 import logging
 import os
+import sys
 import types
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -27,7 +28,7 @@ import transformers
 from llava_hybrid.checkpoint_files import (CONFIG_NAME, last_complete_checkpoint, read_config, refuse_remote_code,
                                            weight_files)
 from llava_hybrid.compat import dtype_kwargs
-from llava_hybrid.guards import checkpoint_bytes, check_output_dir, guarded_trainer_class
+from llava_hybrid.guards import checkpoint_bytes, check_output_dir, guarded_trainer_class, preflight_deepspeed_cpu
 from llava_hybrid.hybrid.configuration import layer_plan_line
 
 from .builder import MODEL_CLASSES, known_model_types, read_model_type
@@ -298,4 +299,5 @@ def main(argv: Optional[Sequence[str]] = None):
     import llava_hybrid
 
     llava_hybrid.activate()
+    preflight_deepspeed_cpu(sys.argv[1:] if argv is None else argv)  # before the flags start DeepSpeed
     return train(*parse_args(argv))
