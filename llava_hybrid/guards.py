@@ -257,9 +257,10 @@ def check_build_locks(names: Iterable[str], max_age_s: float = STALE_BUILD_LOCK_
         if age > max_age_s:
             raise StaleBuildLockError(
                 f"{lock} is {age / 60:.0f} min old: a build of DeepSpeed's {name} op (JIT-compiled through "
-                "torch.utils.cpp_extension when DeepSpeed starts on CPU; builds take minutes, not "
-                f"{max_age_s / 60:.0f}) was killed and left its lock, and this run would wait on it forever. "
-                f"Delete it once no build is running (no compiler of {name} in `ps`): rm {lock}")
+                "torch.utils.cpp_extension when DeepSpeed starts on CPU) was killed and left its lock: a build "
+                f"takes a few minutes, no lock of a running one is older than {max_age_s / 60:.0f}, and this run "
+                f"would wait on it forever. Delete it once no build is running (no compiler of {name} in `ps`): "
+                f"rm {lock}")
 
 
 def deepspeed_on_cpu(argv: Sequence[str]) -> bool:
