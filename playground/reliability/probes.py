@@ -342,13 +342,14 @@ ITEMS = {
     "6": ("teacher / student that cannot be distilled", "tests/test_reliability.py `test_teachers_and_students_that_"
           "cannot_be_distilled_are_named_in_validation`"),
     "7": ("SFT killed during a save", "tests/test_checkpoint_saving.py `test_sft_killed_during_its_saves_leaves_"
-          "nothing_that_reads_complete`, `test_saving_into_an_existing_directory_replaces_it_with_config_last`"),
+          "nothing_that_reads_complete`, `test_saving_into_an_existing_directory_replaces_it_with_config_last` "
+          "(commit 5ed0dfb)"),
     "8": ("a truncated newest checkpoint", "tests/test_checkpoint_saving.py `test_a_truncated_newest_checkpoint_is_"
-          "named_and_the_previous_one_resumes`"),
+          "named_and_the_previous_one_resumes` (commit 5ed0dfb)"),
     "9": ("truncated / undecodable images, non-string turns", "tests/test_reliability.py `test_a_truncated_image_*`,"
           " `test_a_non_string_turn_or_image_is_named_with_its_sample`"),
     "10a": ("eval: a truncated `model.safetensors`", "tests/test_builder.py `test_a_truncated_weight_file_is_named_"
-            "before_loading`"),
+            "before_loading` (commit 5ed0dfb)"),
     "10b": ("`ssd_chunked`, `causal_conv1d` and `Mamba2Mixer` on a zero-length sequence", "tests/test_ssd.py "
             "`test_a_zero_length_sequence_gives_an_empty_output_and_keeps_the_state`, tests/test_mixer.py "
             "`test_a_zero_length_sequence_mixes_to_nothing_and_keeps_the_state`"),
