@@ -12,7 +12,8 @@ from llava_hybrid import _patching, compat
 
 ALL = ["layernorm_alias", "cache_position", "train_sampler_arity", "create_optimizer_arity",
        "processing_class", "cuda_synchronize", "save_checkpoint_metrics", "loss_kwargs", "image_dtype",
-       "training_args_flags", "rng_state_numpy", "deepspeed_use_cpu", "tokenizer_backend_name", "grayscale_pad"]
+       "training_args_flags", "rng_state_numpy", "deepspeed_use_cpu", "tokenizer_backend_name", "grayscale_pad",
+       "image_token_bos"]
 
 
 def _needed(name):
@@ -28,7 +29,8 @@ def _expected_names():
               "save_checkpoint_metrics": v >= (4, 47), "loss_kwargs": v >= (4, 46), "image_dtype": True,
               "training_args_flags": v >= (4, 51),
               "rng_state_numpy": v < (4, 50) and compat.parse_version(torch.__version__) >= (2, 6),
-              "deepspeed_use_cpu": v < (5, 0), "tokenizer_backend_name": v < (5, 0), "grayscale_pad": True}
+              "deepspeed_use_cpu": v < (5, 0), "tokenizer_backend_name": v < (5, 0), "grayscale_pad": True,
+              "image_token_bos": True}
     return [name for name in ALL if guards[name]]
 
 

@@ -35,6 +35,7 @@ PATCH_MODULES = (
     "deepspeed_use_cpu",
     "tokenizer_backend_name",
     "grayscale_pad",
+    "image_token_bos",
 )
 
 _STATE: Dict[str, str] = {}  # patch name -> "applied" | "pending: <target>"
