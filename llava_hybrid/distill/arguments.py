@@ -58,6 +58,11 @@ def argument_classes() -> tuple:
             default=None, metadata={"help": "explicit Mamba layer indices '0,6,12,18' (wins over the ratio)"})
         init_from_attention: bool = field(
             default=True, metadata={"help": "Eq. 6: x<-W_V, B<-W_K, C<-W_Q (False: Mamba2 default init)"})
+        mamba_init: Optional[str] = field(
+            default=None, metadata={"help": "Mamba mixer init: attention (Eq. 6 as the paper specifies it) | random | "
+                                            "attention_neutral | attention_calibrated (hybrid/init.py; the last two fit "
+                                            "on the teacher's activations over the first training samples); default "
+                                            "attention, or random with --init_from_attention False"})
         mamba_carry_bias: bool = field(default=False, metadata={"help": "copy q/k/v/dense biases into Mamba"})
         mamba_chunk_size: Optional[int] = field(default=None, metadata={"help": "SSD chunk size (default: config's)"})
         trainable: str = field(
@@ -227,6 +232,14 @@ def validate(model_args: ModelArguments, data_args: DataArguments,
     if not parts or unknown:
         raise ValueError(f"--trainable {model_args.trainable!r}: unknown parts {unknown}; choose from "
                          f"{', '.join(TRAINABLE_PARTS)}")
+    if model_args.mamba_init is not None:
+        from llava_hybrid.hybrid.init import INIT_CHOICES
+
+        if model_args.mamba_init not in INIT_CHOICES:
+            raise ValueError(f"--mamba_init {model_args.mamba_init!r}: choose from {', '.join(INIT_CHOICES)}")
+        if not model_args.init_from_attention and model_args.mamba_init != "random":
+            raise ValueError(f"--mamba_init {model_args.mamba_init!r} contradicts --init_from_attention False "
+                             "(which means random); pass one of them")
     if model_args.mamba_chunk_size is not None and model_args.mamba_chunk_size <= 0:
         raise ValueError(f"--mamba_chunk_size must be > 0, got {model_args.mamba_chunk_size}")
     # 3. checkpoints and the layer plan

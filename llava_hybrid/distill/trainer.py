@@ -37,7 +37,7 @@ from llava_hybrid.checkpoint_files import last_complete_checkpoint
 from llava_hybrid.guards import FiniteGuardMixin, check_resume, preflight_deepspeed_cpu, write_run_plan
 from llava_hybrid.host.saving import AtomicCheckpointMixin, remove_unfinished_saves, save_final_model
 from llava_hybrid.hybrid.configuration import layer_plan_line
-from llava_hybrid.hybrid.init import decoder_layers
+from llava_hybrid.hybrid.init import CALIBRATED_INITS, decoder_layers
 
 logger = logging.getLogger(__name__)
 
@@ -225,14 +225,30 @@ def load_teacher(path: str, training_args):
     return tokenizer, teacher, processor
 
 
-def build_distill_student(teacher: nn.Module, plan: DistillPlan, model_args) -> nn.Module:
-    """The hybrid student (Eq. 6 init), trainable parts set, vision tower referenced by absolute path."""
+CALIBRATION_SAMPLES = 4  # training conversations the calibrated inits fit on (--mamba_init attention_calibrated)
+
+
+def calibration_batch(data_module: Dict, n: int = CALIBRATION_SAMPLES) -> Dict:
+    """The teacher's forward kwargs on the first `n` training samples (input_ids, attention_mask, images)."""
+    dataset, collate = data_module["train_dataset"], data_module["data_collator"]
+    batch = collate([dataset[i] for i in range(min(n, len(dataset)))])
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "images") if k in batch}
+
+
+def build_distill_student(teacher: nn.Module, plan: DistillPlan, model_args,
+                          calibration: Optional[Dict] = None) -> nn.Module:
+    """The hybrid student (--mamba_init, default Eq. 6), trainable parts set, vision tower by absolute path.
+
+    calibration: the teacher's forward kwargs on a few training samples (`calibration_batch`), used by the
+    calibrated inits only."""
     from llava_hybrid.host.hybrid_models import build_llava_student
     from llava_hybrid.host.siglip import resolve_tower_path
 
+    init = model_args.mamba_init
     student = build_llava_student(teacher, plan.mamba_layers, init_from_attention=model_args.init_from_attention,
                                   carry_bias=model_args.mamba_carry_bias, seed=0,
-                                  chunk_size=model_args.mamba_chunk_size)
+                                  chunk_size=model_args.mamba_chunk_size, init=init,
+                                  calibration=calibration if init in CALIBRATED_INITS else None)
     tower = getattr(teacher.config, "mm_vision_tower", None)
     if tower:
         student.config.mm_vision_tower = os.path.abspath(resolve_tower_path(str(tower), teacher.config))
@@ -268,13 +284,7 @@ def main(argv: Optional[List[str]] = None):
         tokenizer, base, _ = load_teacher(plan.model_path, training_args)
     else:
         base = teacher
-    student = build_distill_student(base, plan, model_args)
-    del base
-    n_train = sum(p.numel() for p in student.parameters() if p.requires_grad)
-    if training_args.should_log:
-        print(f"distill: {n_train:,} trainable parameters ({','.join(plan.trainable)})", flush=True)
-
-    # data: LLaVA's module with the phi template (host.preprocess routes the preprocessing and the collator)
+    # data: LLaVA's module with the template (host.preprocess routes phi / chatml and the collator)
     tokenizer.model_max_length = training_args.model_max_length
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
@@ -282,13 +292,25 @@ def main(argv: Optional[List[str]] = None):
     conversation_lib.default_conversation = conversation_lib.conv_templates[model_args.version]  # validated
     data_args.image_processor = processor
     data_args.is_multimodal = True
-    data_args.mm_use_im_start_end = getattr(student.config, "mm_use_im_start_end", False)
-    for model in (student, teacher):  # both splice and truncate identically (the teacher keeps its own config else)
+    data_args.mm_use_im_start_end = getattr(base.config, "mm_use_im_start_end", False)
+    check_sample_lengths(plan.samples, tokenizer, data_args, tokens_per_image(teacher), tokenizer.model_max_length)
+    data_module = llava_train().make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
+
+    def splice_like_the_data(model):  # student and teacher splice and truncate identically (else the teacher's own config)
         model.config.image_aspect_ratio = data_args.image_aspect_ratio
         model.config.tokenizer_padding_side = tokenizer.padding_side
         model.config.tokenizer_model_max_length = tokenizer.model_max_length
-    check_sample_lengths(plan.samples, tokenizer, data_args, tokens_per_image(teacher), tokenizer.model_max_length)
-    data_module = llava_train().make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)
+
+    splice_like_the_data(teacher)
+    splice_like_the_data(base)  # the calibration batch runs through it
+    calibration = calibration_batch(data_module) if model_args.mamba_init in CALIBRATED_INITS else None
+    student = build_distill_student(base, plan, model_args, calibration)
+    del base, calibration
+    splice_like_the_data(student)
+    n_train = sum(p.numel() for p in student.parameters() if p.requires_grad)
+    if training_args.should_log:
+        print(f"distill: {n_train:,} trainable parameters ({','.join(plan.trainable)}), Mamba init "
+              f"{student.mamba_init_report['init']}", flush=True)
 
     trainer = make_trainer_class()(model=student, tokenizer=tokenizer, args=training_args, teacher=teacher,
                                    mamba_layers=plan.mamba_layers, run_plan=plan.run_plan, **data_module)

@@ -46,7 +46,7 @@ class StudentSpec:
     ratio: str = "0.25"
     positions: str = "even"
     loss: str = "prob+layer"
-    init: str = "attention"   # attention (Eq. 6) | random
+    init: str = "attention"   # attention (Eq. 6) | random | attention_neutral | attention_calibrated
 
     @property
     def name(self) -> str:
@@ -88,42 +88,97 @@ def _env(threads: int) -> dict:
     return env
 
 
-def _run(cmd: list[str], log_file: str, threads: int) -> None:
-    """Run a stage's command, its output to log_file; RuntimeError with the log tail on failure."""
+def _run(cmd: list[str], log_file: str, threads: int, echo: bool = False, in_process: bool = False) -> None:
+    """Run a stage's command, its output to log_file; RuntimeError with the log tail on failure.
+
+    echo: also show the command's progress bars (its lines ending in a carriage return, tqdm's) on stderr.
+    in_process: run the same command (`python script.py ...` / `python -m module ...`) inside this process
+    instead (no interpreter start-up: what a test on 2 cores can afford); its output is not logged."""
+    if in_process:
+        return _run_here(cmd, threads)
     with open(log_file, "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(threads), cwd=REPO)
-    if proc.returncode != 0:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(threads), cwd=REPO)
+        pending = b""
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            log.write(chunk.decode(errors="replace"))
+            if echo:
+                pending += chunk
+                *done, pending = pending.replace(b"\n", b"\r").split(b"\r")
+                bars = [line for line in done if b"it/s]" in line or b"s/it]" in line]
+                if bars:
+                    sys.stderr.write("\r" + bars[-1].decode(errors="replace")[-160:])
+                    sys.stderr.flush()
+        returncode = proc.wait()
+    if echo:
+        sys.stderr.write("\n")
+    if returncode != 0:
         with open(log_file) as f:
             tail = f.read()[-3000:]
         raise RuntimeError(f"stage failed ({' '.join(cmd[:4])} ...), log {log_file}:\n{tail}")
 
 
-def distill_argv(spec: StudentSpec, teacher_dir: str, data: dict, out_dir: str, cfg: RunConfig) -> list[str]:
-    """scripts/distill_hybrid.py flags for one student."""
+def _run_here(cmd: list[str], threads: int) -> None:
+    """`_run(..., in_process=True)`: the command's script or module run as __main__ with its argv."""
+    import runpy
+
+    import torch
+
+    if cmd[0] != sys.executable:
+        raise ValueError(f"in-process run of {cmd[:3]}: only Python commands run in this process")
+    module = cmd[2] if cmd[1] == "-m" else None
+    args = cmd[3:] if module else cmd[2:]
+    saved_argv, saved_threads = sys.argv, torch.get_num_threads()
+    torch.set_num_threads(threads)
+    sys.argv = [module or cmd[1], *args]
+    try:
+        if module:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(cmd[1], run_name="__main__")
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            raise RuntimeError(f"stage failed ({' '.join(cmd[:4])} ...): exit status {stop.code}") from stop
+    finally:
+        sys.argv = saved_argv
+        torch.set_num_threads(saved_threads)
+
+
+def init_flags(init: str) -> list[str]:
+    """distill_hybrid.py flags for a StudentSpec.init: the paper's pair by --init_from_attention, the
+    calibrated variants (hybrid/init.py) by --mamba_init."""
+    if init in ("attention", "random"):
+        return ["--init_from_attention", str(init == "attention")]
+    return ["--mamba_init", init]
+
+
+def distill_argv(spec: StudentSpec, teacher_dir: str, data: dict, out_dir: str, cfg, version: str = "phi",
+                 logging_steps: int = 5) -> list[str]:
+    """scripts/distill_hybrid.py flags for one student (cfg: distill_steps, distill_batch, distill_lr)."""
     alpha, beta, gamma = LOSSES[spec.loss]
     return [
-        "--model_name_or_path", teacher_dir, "--version", "phi",
+        "--model_name_or_path", teacher_dir, "--version", version,
         "--data_path", data["train"], "--image_folder", data["image_folder"],
         "--mm_hybrid_ratio", spec.ratio, "--mm_hybrid_positions", spec.positions,
-        "--init_from_attention", str(spec.init == "attention"), "--trainable", "mamba,mm_projector",
+        *init_flags(spec.init), "--trainable", "mamba,mm_projector",
         "--distill_alpha", str(alpha), "--distill_beta", str(beta), "--distill_gamma", str(gamma),
         "--output_dir", out_dir, "--max_steps", str(cfg.distill_steps),
         "--per_device_train_batch_size", str(cfg.distill_batch), "--learning_rate", str(cfg.distill_lr),
         "--model_max_length", "512", "--use_cpu", "True", "--bf16", "False",
-        "--logging_steps", "5", "--save_strategy", "no", "--report_to", "none",
+        "--logging_steps", str(logging_steps), "--save_strategy", "no", "--report_to", "none",
         "--dataloader_num_workers", "0", "--lazy_preprocess", "True", "--seed", "0",
     ]
 
 
-def evaluate(model_dir: str, data: dict, out_dir: str, threads: int) -> dict:
+def evaluate(model_dir: str, data: dict, out_dir: str, threads: int, conv_mode: str = "phi",
+             echo: bool = False, in_process: bool = False) -> dict:
     """Answers by `llava.eval.model_vqa` (unchanged, via llava_hybrid.run) -> exact-match scores."""
     answers = os.path.join(out_dir, "answers.jsonl")
     question_file = data.get("test_subset", data["test"])
     cmd = [sys.executable, "-m", "llava_hybrid.run", "llava.eval.model_vqa", "--model-path", model_dir,
            "--question-file", question_file, "--image-folder", data["image_folder"],
-           "--answers-file", answers, "--conv-mode", "phi", "--temperature", "0"]
+           "--answers-file", answers, "--conv-mode", conv_mode, "--temperature", "0"]
     os.makedirs(out_dir, exist_ok=True)
-    _run(cmd, os.path.join(out_dir, "eval.log"), threads)
+    _run(cmd, os.path.join(out_dir, "eval.log"), threads, echo=echo, in_process=in_process)
     return score.score_files(question_file, answers)
 
 

@@ -19,6 +19,9 @@ from .saving import TOWER_SUBDIR
 
 # config.json model_type -> model class with `from_pretrained` and LLaVA's meta interface
 MODEL_CLASSES: Dict[str, type] = {}
+# LLaVA's own model types among them: a --model-base (LoRA / projector-only) load of these still goes to
+# LLaVA's loader, which knows those layouts
+LLAVA_MODEL_TYPES = ("llava_llama",)
 
 
 def register_model_class(model_type: str, cls: type) -> None:
@@ -110,11 +113,15 @@ def load_pretrained_model(model_path, model_base, model_name, load_8bit=False, l
     """LLaVA's `load_pretrained_model` signature and return; dispatch on config.json `model_type`.
 
     Registered model types load through `load_registered_model` (no `model_base`: LoRA /
-    projector-only loading is refused for them); anything else goes to LLaVA's original loader.
+    projector-only loading is refused for them, except for LLaVA's own `llava_llama`, which LLaVA's loader
+    takes then); anything else goes to LLaVA's original loader.
     """
     config = read_config(str(model_path), "--model-path")
     model_type = config.get("model_type", "")
     refuse_remote_code(config, str(model_path), "--model-path", known_model_types=known_model_types())
+    if model_base is not None and model_type in LLAVA_MODEL_TYPES:
+        return _original_loader()(model_path, model_base, model_name, load_8bit=load_8bit, load_4bit=load_4bit,
+                                  device_map=device_map, device=device, use_flash_attn=use_flash_attn, **kwargs)
     if model_base is not None and model_type in MODEL_CLASSES:
         raise ValueError(f"--model-base {model_base!r} with a {model_type!r} checkpoint ({model_path}): "
                          "LoRA / projector-only loading is not supported for this model type; pass a merged "
@@ -140,7 +147,15 @@ def _original_loader() -> Callable:
 
 
 def register() -> None:
-    """Patch llava.model.builder.load_pretrained_model (idempotent)."""
+    """Patch llava.model.builder.load_pretrained_model (idempotent) and route LLaVA's own `llava_llama`
+    checkpoints to `LlavaLlamaForCausalLM` by their model_type.
+
+    LLaVA's loader picks that class only for a directory whose name contains "llava", and always loads it
+    in float16 (a CPU run then computes in fp16; the distillation entry's --bf16 / fp32 is overridden) and
+    with the slow tokenizer; by model_type it loads in the dtype asked for (fp32 on a CPU), any name."""
     import llava.model.builder as llava_builder
+    from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+
     from llava_hybrid._patching import replace_attr
+    register_model_class(LlavaConfig.model_type, LlavaLlamaForCausalLM)
     replace_attr(llava_builder, "load_pretrained_model", load_pretrained_model)

@@ -43,8 +43,7 @@ conv_phi = Conversation(
 
 
 conv_chatml = Conversation(
-    system="<|im_start|>system\nA conversation between a user and an AI assistant. "
-    "The assistant gives helpful and honest answers.",
+    system="<|im_start|>system\nYou are a helpful assistant.",  # short: every prompt carries it
     roles=("<|im_start|>user\n", "<|im_start|>assistant\n"),
     version="chatml",
     messages=(),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence
@@ -29,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import convert_smollm2, default_checkpoint_dir, shrink_checkpoint
+from .report import jsonable
 from .text_data import fetch_botchan, novel_text, token_splits
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -213,7 +213,7 @@ def run_text(cfg: TextConfig) -> Dict:
                                    desc=f"{ratio} {init}")
         ppl = heldout_perplexity(student, data["heldout"], desc=f"{ratio} {init} perplexity")
         run.update(ppl=ppl, ppl_vs_teacher=ppl / teacher_ppl, init_ppl_slice=run["ppl_curve"][0][1], layers=layers, init=init,
-                   build_s=build_s, init_report=_jsonable(getattr(student, "mamba_init_report", {})))
+                   build_s=build_s, init_report=jsonable(getattr(student, "mamba_init_report", {})))
         return run, student
 
     # 4. the init study at 25 %
@@ -263,29 +263,9 @@ def run_text(cfg: TextConfig) -> Dict:
     return results
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
-def machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} cores"
-
-
 def write_results(text: Dict, cfg: TextConfig) -> Dict:
     """Merge the text section into <report_dir>/real_backbone/results.json (the VLM section is kept) and
     regenerate the report."""
-    from .report import write_report
+    from .report import merge_section
 
-    path = os.path.join(cfg.report_dir, "real_backbone", "results.json")
-    previous = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            previous = json.load(f)
-    results = {"text": text, "vlm": previous.get("vlm"), "machine": f"{machine()}, torch threads {cfg.threads}",
-               "runtime_s": {"text": text["runtime_s"], "vlm": (previous.get("runtime_s") or {}).get("vlm")}}
-    write_report(_jsonable(results), cfg.report_dir)
-    return results
+    return merge_section(cfg.report_dir, "text", text, threads=cfg.threads)
