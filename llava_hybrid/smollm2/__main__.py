@@ -28,6 +28,8 @@ def main(argv=None):
     vlm = p.add_argument_group("vlm part")
     vlm.add_argument("--sft-steps", type=int, default=v.sft_steps, help="teacher SFT steps")
     vlm.add_argument("--sft-batch", type=int, default=v.sft_batch)
+    vlm.add_argument("--sft-lr", type=float, default=v.sft_lr, help="the LM's SFT learning rate")
+    vlm.add_argument("--projector-lr", type=float, default=v.projector_lr, help="the new projector's (--mm_projector_lr)")
     vlm.add_argument("--distill-steps", type=int, default=v.distill_steps, help="25 %% student distillation steps")
     vlm.add_argument("--distill-batch", type=int, default=v.distill_batch)
     vlm.add_argument("--distill-lr", type=float, default=v.distill_lr)
@@ -43,6 +45,7 @@ def main(argv=None):
         return write_text(run_text(cfg), cfg)
     cfg = vlm_smoke(a.out or v.out, a.report_dir) if a.smoke else replace(
         v, out=a.out or v.out, report_dir=a.report_dir, sft_steps=a.sft_steps, sft_batch=a.sft_batch,
+        sft_lr=a.sft_lr, projector_lr=a.projector_lr,
         distill_steps=a.distill_steps, distill_batch=a.distill_batch, distill_lr=a.distill_lr, init=a.init,
         loss=a.loss, test_subset=a.test_subset, threads=a.threads or v.threads)
     cfg = replace(cfg, checkpoint=a.checkpoint or cfg.checkpoint)
