@@ -177,6 +177,15 @@ def shrink_checkpoint(src: str, dst: str, num_layers: int) -> str:
     return dst
 
 
+def run_checkpoint(checkpoint: Optional[str], shrink_layers: Optional[int], out: str) -> str:
+    """The checkpoint a recipe part runs on: `checkpoint` (default: default_checkpoint_dir(), converted once),
+    cut to its first `shrink_layers` layers under `out` for CI when given. Returns its directory."""
+    path = convert_smollm2(checkpoint or default_checkpoint_dir())
+    if shrink_layers:
+        path = shrink_checkpoint(path, os.path.join(out, f"SmolLM2-first-{shrink_layers}-layers"), shrink_layers)
+    return path
+
+
 def _write_json(path: str, data: dict) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from .checkpoint import convert_smollm2, default_checkpoint_dir, shrink_checkpoint
+from .checkpoint import run_checkpoint
 from .report import jsonable
 from .text_data import fetch_botchan, novel_text, token_splits
 
@@ -179,10 +179,7 @@ def run_text(cfg: TextConfig) -> Dict:
     stages = tqdm(total=5, desc="SmolLM2 text", unit="stage")
     # 1. checkpoint (and the CI cut)
     stages.set_postfix_str("checkpoint")
-    ckpt = convert_smollm2(cfg.checkpoint or default_checkpoint_dir())
-    if cfg.shrink_layers:
-        ckpt = shrink_checkpoint(ckpt, os.path.join(cfg.out, f"SmolLM2-first-{cfg.shrink_layers}-layers"),
-                                 cfg.shrink_layers)
+    ckpt = run_checkpoint(cfg.checkpoint, cfg.shrink_layers, cfg.out)
     tokenizer, teacher = _load(ckpt)
     num_layers = teacher.config.num_hidden_layers
     stages.update()

@@ -37,7 +37,7 @@ from llava_hybrid.easyvqa.data import prepare
 from llava_hybrid.easyvqa.pipeline import (LOSSES, SHIPPED_TEACHER, StudentSpec, _run, distill_argv, evaluate,
                                            loss_curve)
 
-from .checkpoint import convert_smollm2, default_checkpoint_dir, shrink_checkpoint
+from .checkpoint import run_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOWER = os.path.join(SHIPPED_TEACHER, "vision_tower")  # the easy-VQA stage-0 tower (easyvqa/tower.py)
@@ -136,10 +136,7 @@ def run_vlm(cfg: VLMConfig) -> Dict:
     stages = tqdm(total=6, desc="SmolLM2 VLM", unit="stage")
     # 1. checkpoint (and the CI cut)
     stages.set_postfix_str("checkpoint")
-    lm = convert_smollm2(cfg.checkpoint or default_checkpoint_dir())
-    if cfg.shrink_layers:
-        lm = shrink_checkpoint(lm, os.path.join(cfg.out, f"SmolLM2-first-{cfg.shrink_layers}-layers"),
-                               cfg.shrink_layers)
+    lm = run_checkpoint(cfg.checkpoint, cfg.shrink_layers, cfg.out)
     with open(os.path.join(lm, "config.json")) as f:
         num_layers = json.load(f)["num_hidden_layers"]
     layers = plan_mamba_layers(num_layers, ratio=float(cfg.ratio))
