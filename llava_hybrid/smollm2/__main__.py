@@ -36,6 +36,7 @@ def main(argv=None):
     vlm.add_argument("--init", default=v.init, help="the student's Mamba init (distill_hybrid.py --mamba_init)")
     vlm.add_argument("--loss", default=v.loss, help="prob+layer (the paper's best) | prob | layer | ce | prob+layer+ce")
     vlm.add_argument("--test-subset", type=int, default=v.test_subset, help="fixed easy-VQA test questions")
+    vlm.add_argument("--note", default="", help="why this run is sized down from the defaults (goes into the report)")
     a = p.parse_args(argv)
     if a.part == "text":
         cfg = text_smoke(a.out or d.out, a.report_dir) if a.smoke else replace(
@@ -47,7 +48,7 @@ def main(argv=None):
         v, out=a.out or v.out, report_dir=a.report_dir, sft_steps=a.sft_steps, sft_batch=a.sft_batch,
         sft_lr=a.sft_lr, projector_lr=a.projector_lr,
         distill_steps=a.distill_steps, distill_batch=a.distill_batch, distill_lr=a.distill_lr, init=a.init,
-        loss=a.loss, test_subset=a.test_subset, threads=a.threads or v.threads)
+        loss=a.loss, test_subset=a.test_subset, threads=a.threads or v.threads, note=a.note)
     cfg = replace(cfg, checkpoint=a.checkpoint or cfg.checkpoint)
     return write_vlm(run_vlm(cfg), cfg)
 

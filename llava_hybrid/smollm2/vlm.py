@@ -71,6 +71,7 @@ class VLMConfig:
     threads: int = 2
     echo: bool = True                       # show each stage's progress bar
     in_process: bool = False                # run each stage's command inside this process (CI: no start-ups)
+    note: str = ""                          # why a run was sized down (printed in the report beside what was cut)
 
 
 def smoke_config(out: str, report_dir: str) -> VLMConfig:
@@ -188,8 +189,8 @@ def run_vlm(cfg: VLMConfig) -> Dict:
     stages.update()
     stages.close()
     return {"teacher": teacher, "text_prior": prior, "students": {cfg.ratio: student},
-            "config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "report_dir", "echo", "in_process")},
-            "runtime_s": time.time() - t0, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "report_dir", "echo", "in_process", "note")},
+            "note": cfg.note, "runtime_s": time.time() - t0, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def _loss_terms(run_dir: str) -> Dict[str, list]:
