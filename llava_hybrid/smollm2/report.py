@@ -223,7 +223,9 @@ def vlm_section(vlm: Dict | None, out_dir: str, report_dir: str) -> List[str]:
         lines += ["Sized down: " + "; ".join(cut) + (f". {vlm['note']}" if vlm.get("note") else "."), ""]
     lines += [f"Target: the {float(ratio):.0%} student >= {VLM_TARGET:.0%} of the teacher's accuracy: "
               f"{_pct(of)} %, **{'reached' if reached else 'not reached'}**"
-              + ("." if reached else f" (after {dist['steps']} distillation steps x {dist['batch']} conversations"
+              + ((" only nominally: the teacher is at or below the image-blind prior's "
+                  f"{_pct(prior['accuracy'])} %, so it has nothing of the image for the student to keep."
+                  if t["accuracy"] <= prior["accuracy"] else ".") if reached else f" (after {dist['steps']} distillation steps x {dist['batch']} conversations"
                  + (", sized down as above" if cut else "") + "; see the loss curve)."),
               f"One accuracy's standard error over {s['n']} questions: {_pct(_se(s['accuracy'], s['n']))} points "
               "(both models answer the same questions, so their difference is less noisy than that).",
