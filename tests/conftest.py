@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config, items):
     """Skip @pytest.mark.gpu tests where CUDA (and the gpu extra) is absent; CI never has a GPU."""
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs CUDA and the gpu extra (mamba-ssm, causal-conv1d); CI is CPU-only")
+    skip = pytest.mark.skip(reason="needs CUDA and the gpu extra (mamba-ssm; causal-conv1d optional); CI is CPU-only")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
