@@ -161,8 +161,8 @@ def comparison_section(text: Dict, report_dir: str) -> List[str]:
         lines.append(f"- Loss (paper Table 4: prob + layer best): the layer-only stage did most of the work here; the "
                      f"end-to-end stages (L_prob + L_layer, fresh AdamW, {len(helped)} of {len(e2e)} lowered perplexity) "
                      f"moved it from {start:.2f} to {moved}; best {best_e2e!r} "
-                     f"({100 * (1 - e2e[best_e2e]['ppl'] / start):.1f} % lower). Few e2e steps were affordable (each runs "
-                     "the whole student forward and backward), so this shows the direction, not the size at scale.")
+                     f"({100 * (1 - e2e[best_e2e]['ppl'] / start):.1f} % lower), after {text['config']['e2e_steps']} steps each "
+                     f"on {text['config']['max_train_tokens'] or 'all the'} training tokens: the direction, not the size at scale.")
     return lines
 
 
