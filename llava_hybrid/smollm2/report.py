@@ -54,7 +54,7 @@ def text_section(text: Dict, out_dir: str) -> List[str]:
              f"(L_layer, Eq. 9 as written: unsquared l2, a = 1, b = g = 0; each student Mamba layer on the teacher's "
              f"input, the teacher's taps cached once), {init['steps']} steps x batch {init['batch']}, AdamW lr "
              f"{init['lr']:g}, betas (0.9, 0.95), WSD 10 % / 10 %, only the Mamba mixers train. "
-             f"Teacher perplexity: **{teacher:.2f}** (its checkpoint: {text['teacher']['checkpoint']}, "
+             f"Teacher perplexity: **{teacher:.2f}** (its checkpoint: {_home(text['teacher']['checkpoint'])}, "
              f"{text['teacher']['num_layers']} layers).", "",
              "### Students (12.5 / 25 / 50 %)", "",
              "| ratio | Mamba layers | init | slice perplexity at init | held-out perplexity after | x teacher | train s | s/step |",
@@ -164,6 +164,12 @@ def comparison_section(text: Dict, report_dir: str) -> List[str]:
                      f"({100 * (1 - e2e[best_e2e]['ppl'] / start):.1f} % lower), after {text['config']['e2e_steps']} steps each "
                      f"on {text['config']['max_train_tokens'] or 'all the'} training tokens: the direction, not the size at scale.")
     return lines
+
+
+def _home(path: str) -> str:
+    """The path with the user's home shown as ~ (the default checkpoint cache is ~/.cache/llava_hybrid)."""
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if home != "/" and path.startswith(home + os.sep) else path
 
 
 def _se(p: float, n: int) -> float:
