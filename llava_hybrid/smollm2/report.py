@@ -292,7 +292,8 @@ def vlm_comparison(vlm: Dict, report_dir: str) -> List[str]:
         lines.append(line + f". Here, with a pretrained LM: teacher {_pct(t['accuracy'])} %, yes/no "
                      f"{_pct(t['yes/no'])} % vs {_pct(prior['yes/no'])} %, student "
                      f"{_pct(_share(s, t))} % of the teacher, after "
-                     f"{t['sft']['steps']} SFT and {s['distill']['steps']} distillation steps (the toy: 1,500 and 150).")
+                     f"{t['sft']['steps']} SFT and {s['distill']['steps']} distillation steps (the toy: "
+                     f"{_toy_sft_steps(tt['path'])} and {toy['config']['distill_steps']:,}).")
     lines.append(f"- The paper (Tables 1-2, TinyLLaVA-3.1B teacher, ShareGPT4V SFT data, batch 64): the 25 % MaTVLM keeps "
                  "98.6 % of the teacher on VQAv2 (79.0 vs 80.1), 99.0 % on GQA (61.5 vs 62.1) and 98.6 % on POPE "
                  f"(86.0 vs 87.2). Here the {float(ratio):.0%} student keeps {_pct(_share(s, t))} % "
@@ -310,6 +311,17 @@ def vlm_comparison(vlm: Dict, report_dir: str) -> List[str]:
                  "Eq. 6 as specified starting and ending worse than random init on this LM; the VLM does not "
                  "re-measure the init." if s["spec"]["init"] == "attention_calibrated" else "."))
     return lines
+
+
+def _toy_sft_steps(teacher_path: str) -> str:
+    """The toy teacher's SFT steps, from the recipe.json its training wrote beside it (repo-relative path)."""
+    from .vlm import REPO
+
+    recipe = os.path.join(REPO, teacher_path, "recipe.json")
+    if not os.path.isfile(recipe):
+        return "unknown"
+    with open(recipe) as f:
+        return f"{json.load(f)['steps']:,}"
 
 
 def write_report(results: Dict, report_dir: str) -> str:
